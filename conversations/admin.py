@@ -1,0 +1,118 @@
+from django.contrib import admin
+from django.db.models import Count
+
+from .models import Conversation, Message
+
+
+class ModelFilter(admin.SimpleListFilter):
+    title = "model"
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        models = (
+            Message.objects.filter(role=Message.Role.ASSISTANT)
+            .values_list("metadata__model", flat=True)
+            .distinct()
+        )
+        return [(name, name) for name in sorted({m for m in models if m})]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(metadata__model=self.value())
+        return queryset
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["created_at", "role", "status", "content", "metadata"]
+    readonly_fields = fields
+    ordering = ["created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ["display_title", "owner", "message_count", "created_at", "updated_at"]
+    list_filter = ["created_at", "updated_at"]
+    search_fields = ["title", "owner__email"]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner"]
+    raw_id_fields = ["owner"]
+    readonly_fields = ["id", "owner", "created_at", "updated_at"]
+    fields = ["id", "owner", "title", "metadata", "created_at", "updated_at"]
+    inlines = [MessageInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(message_total=Count("messages"))
+
+    @admin.display(description="Title", ordering="title")
+    def display_title(self, conversation: Conversation) -> str:
+        return conversation.display_title
+
+    @admin.display(description="Messages", ordering="message_total")
+    def message_count(self, conversation: Conversation) -> int:
+        return conversation.message_total
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = [
+        "short_content", "role", "status", "model", "prompt_tokens", "completion_tokens",
+        "total_tokens", "conversation_owner", "created_at",
+    ]  # fmt: skip
+    list_filter = ["role", "status", ("created_at", admin.DateFieldListFilter), ModelFilter]
+    search_fields = ["content", "conversation__title", "conversation__owner__email"]
+    list_select_related = ["conversation__owner"]
+    date_hierarchy = "created_at"
+    # History is evidence: the text, role and model's report are not editable after the fact.
+    readonly_fields = [
+        "id",
+        "conversation",
+        "role",
+        "content",
+        "created_at",
+        "updated_at",
+        "metadata",
+    ]
+    fields = [
+        "id",
+        "conversation",
+        "role",
+        "status",
+        "content",
+        "metadata",
+        "created_at",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="Content")
+    def short_content(self, message: Message) -> str:
+        return message.content[:80] or "(empty)"
+
+    @admin.display(description="Owner", ordering="conversation__owner__email")
+    def conversation_owner(self, message: Message) -> str:
+        return message.conversation.owner.email
+
+    @admin.display(description="Model", ordering="metadata__model")
+    def model(self, message: Message) -> str:
+        return message.metadata.get("model", "")
+
+    @admin.display(description="Prompt tokens")
+    def prompt_tokens(self, message: Message):
+        return message.usage.get("prompt_tokens")
+
+    @admin.display(description="Completion tokens")
+    def completion_tokens(self, message: Message):
+        return message.usage.get("completion_tokens")
+
+    @admin.display(description="Total tokens")
+    def total_tokens(self, message: Message):
+        return message.usage.get("total_tokens")

@@ -1,0 +1,343 @@
+"""Generating a reply: a unit of work of its own, independent of any websocket.
+
+`begin()` stores the user's message and an empty assistant reply, then starts a task on the
+running event loop that streams the reply from the provider. Closing the tab does not stop it.
+
+While it runs, the task
+- publishes text to the conversation's channel-layer group in batches (`reply.delta` events,
+  each with the offset of its first character, so a watcher can drop repeats and detect gaps),
+- flushes the text so far to the database at a bounded cadence (never a write per token), which
+  also serves as a heartbeat: a reply whose heartbeat stops is marked interrupted,
+- listens on its own channel for `generation.stop` (from any process) and `generation.sync`
+  (a watcher asking for the text from an offset),
+and finally stores the reply once, with model and usage, and publishes `reply.done`.
+"""
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from . import provider
+from .models import Conversation, Message, stale_streaming_cutoff
+
+logger = logging.getLogger(__name__)
+
+TITLE_LENGTH = 60
+
+
+class ReplyInProgress(Exception):
+    """The conversation already has a reply streaming: one at a time."""
+
+
+@dataclass
+class Generation:
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    model: str
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    published: int = 0
+    flushed: int = 0
+    stop_requested: bool = False
+    first_token_at: float | None = None
+    reader: asyncio.Task | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+    def append(self, delta: str) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.parts.append(delta)
+        self.length += len(delta)
+        self.changed.set()
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        if self.reader and not self.reader.done():
+            self.reader.cancel()
+
+
+# Generations running in this process, by reply id. Holding the tasks here also keeps them
+# from being garbage-collected while they run.
+_running: dict[uuid.UUID, tuple[Generation, asyncio.Task]] = {}
+
+
+def group_for_conversation(conversation_id: uuid.UUID) -> str:
+    return f"conversation-{conversation_id.hex}"
+
+
+def group_for_generation(message_id: uuid.UUID) -> str:
+    return f"generation-{message_id.hex}"
+
+
+def title_from(text: str) -> str:
+    first_line = " ".join(text.split())
+    if len(first_line) <= TITLE_LENGTH:
+        return first_line
+    return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+@database_sync_to_async
+def _store_turn(conversation: Conversation, text: str) -> Message:
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        mark_stale_replies_interrupted(conversation_id=locked.pk)
+        if locked.messages.filter(status=Message.Status.STREAMING).exists():
+            raise ReplyInProgress
+        now = timezone.now()
+        Message.objects.create(
+            conversation=locked, role=Message.Role.USER, content=text, created_at=now
+        )
+        # One microsecond later, so the reply always sorts after the message it answers.
+        reply = Message.objects.create(
+            conversation=locked,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            created_at=now + timezone.timedelta(microseconds=1),
+            metadata={"model": locked.metadata.get("model") or provider.default_model()},
+        )
+        fields = ["updated_at"]
+        locked.updated_at = now
+        if not locked.title:
+            locked.title = title_from(text)
+            fields.append("title")
+        locked.save(update_fields=fields)
+    conversation.title, conversation.updated_at = locked.title, locked.updated_at
+    return reply
+
+
+def mark_stale_replies_interrupted(conversation_id: uuid.UUID | None = None) -> int:
+    """Mark replies whose generator stopped beating (a process died) as interrupted."""
+    stale = Message.objects.filter(
+        status=Message.Status.STREAMING, updated_at__lt=stale_streaming_cutoff()
+    )
+    if conversation_id:
+        stale = stale.filter(conversation_id=conversation_id)
+    return stale.update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+
+
+@database_sync_to_async
+def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, str]]:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    messages: list[dict[str, str]] = []
+    if conversation.system_prompt:
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    for role, content in (
+        conversation.messages.exclude(pk=reply_id)
+        .exclude(content="")
+        .order_by("created_at")
+        .values_list("role", "content")
+    ):
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+@database_sync_to_async
+def _flush(message_id: uuid.UUID, text: str) -> None:
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=text, updated_at=timezone.now()
+    )
+
+
+@database_sync_to_async
+def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
+    Message.objects.filter(pk=message_id).update(
+        content=text, status=status, metadata=metadata, updated_at=timezone.now()
+    )
+
+
+async def begin(conversation: Conversation, text: str) -> Message:
+    """Store the user's message and an empty reply, then start generating it.
+
+    Raises ReplyInProgress when the conversation already has a reply streaming.
+    """
+    reply = await _store_turn(conversation, text)
+    await get_channel_layer().group_send(
+        group_for_conversation(conversation.pk),
+        {"type": "conversation.turn", "reply_id": str(reply.pk)},
+    )
+    start(conversation.pk, reply)
+    return reply
+
+
+def start(conversation_id: uuid.UUID, reply: Message) -> Generation:
+    generation = Generation(
+        conversation_id=conversation_id,
+        message_id=reply.pk,
+        model=reply.metadata.get("model") or provider.default_model(),
+    )
+    # A fresh context: the task must not inherit the request's (its sync-to-async executor
+    # dies with the request), since the reply outlives the request that started it.
+    task = asyncio.get_running_loop().create_task(_run(generation), context=contextvars.Context())
+    _running[reply.pk] = (generation, task)
+    task.add_done_callback(_forget)
+    return generation
+
+
+def _forget(task: asyncio.Task) -> None:
+    for message_id, (_, running) in list(_running.items()):
+        if running is task:
+            del _running[message_id]
+    if not task.cancelled() and task.exception():
+        logger.error("Generation task failed", exc_info=task.exception())
+
+
+async def wait_for(message_id: uuid.UUID) -> None:
+    """Wait until the generation of this reply, if running in this process, has finished."""
+    entry = _running.get(message_id)
+    if entry:
+        await asyncio.shield(entry[1])
+
+
+async def request_stop(message_id: uuid.UUID) -> None:
+    """Ask the generation of this reply to stop, whichever process runs it."""
+    await get_channel_layer().group_send(
+        group_for_generation(message_id), {"type": "generation.stop"}
+    )
+
+
+async def request_sync(message_id: uuid.UUID, reply_channel: str, offset: int) -> None:
+    """Ask the generation to send `reply_channel` its text from `offset` on."""
+    await get_channel_layer().group_send(
+        group_for_generation(message_id),
+        {"type": "generation.sync", "reply_channel": reply_channel, "offset": offset},
+    )
+
+
+async def _publish(generation: Generation) -> None:
+    if generation.published >= generation.length:
+        return
+    text = generation.text
+    start, generation.published = generation.published, len(text)
+    await get_channel_layer().group_send(
+        group_for_conversation(generation.conversation_id),
+        {
+            "type": "reply.delta",
+            "reply_id": str(generation.message_id),
+            "start": start,
+            "text": text[start:],
+        },
+    )
+
+
+async def _publish_loop(generation: Generation) -> None:
+    while True:
+        await generation.changed.wait()
+        generation.changed.clear()
+        await _publish(generation)
+        await asyncio.sleep(settings.CHAT_DELTA_BATCH_SECONDS)
+
+
+async def _flush_loop(generation: Generation) -> None:
+    # Writes at most once per CHAT_FLUSH_SECONDS, and always writes at least once per
+    # heartbeat period so a healthy but silent stream is not taken for a dead one.
+    heartbeat = max(settings.CHAT_FLUSH_SECONDS, settings.CHAT_STALE_SECONDS / 3)
+    last_write = time.monotonic()
+    while True:
+        await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
+        if generation.flushed < generation.length or time.monotonic() - last_write >= heartbeat:
+            text = generation.text
+            await _flush(generation.message_id, text)
+            generation.flushed = len(text)
+            last_write = time.monotonic()
+
+
+async def _control_loop(generation: Generation, channel: str) -> None:
+    layer = get_channel_layer()
+    while True:
+        event = await layer.receive(channel)
+        if event.get("type") == "generation.stop":
+            generation.request_stop()
+        elif event.get("type") == "generation.sync":
+            offset = max(0, int(event.get("offset", 0)))
+            await layer.send(
+                event["reply_channel"],
+                {
+                    "type": "reply.delta",
+                    "reply_id": str(generation.message_id),
+                    "start": offset,
+                    "text": generation.text[offset:],
+                },
+            )
+
+
+async def _read(generation: Generation, messages: list[dict[str, str]]) -> provider.ReplyEnd:
+    end = None
+    async for item in provider.stream_reply(messages, model=generation.model):
+        if isinstance(item, provider.ReplyEnd):
+            end = item
+        else:
+            generation.append(item)
+    assert end is not None
+    return end
+
+
+async def _run(generation: Generation) -> None:
+    layer = get_channel_layer()
+    control_group = group_for_generation(generation.message_id)
+    channel = await layer.new_channel()
+    await layer.group_add(control_group, channel)
+    helpers = [
+        asyncio.create_task(_publish_loop(generation)),
+        asyncio.create_task(_flush_loop(generation)),
+        asyncio.create_task(_control_loop(generation, channel)),
+    ]
+    started = time.monotonic()
+    metadata: dict = {"model": generation.model}
+    status = Message.Status.ERROR
+    try:
+        messages = await _history(generation.conversation_id, generation.message_id)
+        generation.reader = asyncio.create_task(_read(generation, messages))
+        end = await generation.reader
+        status = Message.Status.COMPLETE
+        metadata.update(model=end.model, usage=end.usage, finish_reason=end.finish_reason)
+    except provider.ProviderError as error:
+        metadata["error"] = error.user_message
+        metadata["error_kind"] = error.kind
+    except asyncio.CancelledError:
+        if not generation.stop_requested:
+            # The process is shutting down: store what arrived, then let the cancellation go on.
+            await _store_final(generation, Message.Status.INTERRUPTED, metadata, helpers)
+            raise
+        status = Message.Status.STOPPED
+        metadata["finish_reason"] = "stopped"
+    except Exception:
+        logger.exception("Generating reply %s failed", generation.message_id)
+        metadata["error"] = "Something went wrong on the server while generating this reply."
+        metadata["error_kind"] = "internal"
+    finally:
+        await layer.group_discard(control_group, channel)
+    first_token_at = generation.first_token_at
+    metadata["timings"] = {
+        "total_seconds": round(time.monotonic() - started, 3),
+        "first_token_seconds": round(first_token_at - started, 3) if first_token_at else None,
+    }
+    await _store_final(generation, status, metadata, helpers)
+
+
+async def _store_final(
+    generation: Generation, status: str, metadata: dict, helpers: list[asyncio.Task]
+) -> None:
+    for helper in helpers:
+        helper.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    await _publish(generation)
+    await _finish(generation.message_id, generation.text, status, metadata)
+    await get_channel_layer().group_send(
+        group_for_conversation(generation.conversation_id),
+        {"type": "reply.done", "reply_id": str(generation.message_id)},
+    )

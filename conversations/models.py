@@ -1,0 +1,119 @@
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+TITLE_MAX_LENGTH = 200
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=TITLE_MAX_LENGTH, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Moves forward whenever the conversation gets a message: the sidebar sorts on it.
+    updated_at = models.DateTimeField(default=timezone.now)
+    # Settings of this conversation, such as {"model": "...", "system_prompt": "..."}.
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_title
+
+    def get_absolute_url(self) -> str:
+        return reverse("conversation", args=[self.id])
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New chat"
+
+    @property
+    def system_prompt(self) -> str:
+        return self.metadata.get("system_prompt") or settings.CHAT_SYSTEM_PROMPT
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.get("model") or settings.CHAT_DEFAULT_MODEL
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+        SYSTEM = "system", "System"
+
+    class Status(models.TextChoices):
+        COMPLETE = "complete", "Complete"
+        STREAMING = "streaming", "Streaming"
+        ERROR = "error", "Error"
+        STOPPED = "stopped", "Stopped"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Touched by every flush of a streaming reply: a reply whose heartbeat stops is interrupted.
+    updated_at = models.DateTimeField(default=timezone.now)
+    # What the model reported: model, usage (token counts), finish_reason, timings, error.
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_conversation_order"),
+            models.Index(
+                fields=["status", "updated_at"],
+                name="message_streaming_heartbeat",
+                condition=models.Q(status="streaming"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def dom_id(self) -> str:
+        return f"message-{self.id}"
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.status == self.Status.STREAMING
+
+    @property
+    def usage(self) -> dict:
+        return self.metadata.get("usage") or {}
+
+    @property
+    def error_text(self) -> str:
+        return self.metadata.get("error", "")
+
+
+def stale_streaming_cutoff():
+    return timezone.now() - timedelta(seconds=settings.CHAT_STALE_SECONDS)
+
+
+SIDEBAR_LIMIT = 50
+
+
+def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conversation]:
+    """The owner's conversations, most recently active first, for the sidebar."""
+    return list(
+        Conversation.objects.filter(owner_id=owner_id)
+        .only("id", "title", "updated_at")
+        .order_by("-updated_at")[:limit]
+    )

@@ -1,0 +1,171 @@
+"""The one module that talks to the model provider.
+
+Everything else calls `stream_reply()`, which yields text deltas and ends with one `ReplyEnd`,
+or raises `ProviderError` carrying a message fit to show the user. Nothing else imports `openai`.
+"""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import httpx2
+import openai
+from django.conf import settings
+
+from .offline import OFFLINE_MODEL, OfflineTransport
+
+
+@dataclass(frozen=True)
+class ReplyEnd:
+    model: str
+    finish_reason: str
+    usage: dict = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """A failure of the model provider, with a message written for the person chatting."""
+
+    def __init__(self, user_message: str, *, kind: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+        self.kind = kind
+
+
+def is_offline() -> bool:
+    return not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+
+
+def default_model() -> str:
+    return OFFLINE_MODEL if is_offline() else settings.CHAT_DEFAULT_MODEL
+
+
+def provider_label() -> str:
+    if is_offline():
+        return "Offline demo model"
+    return settings.OPENAI_BASE_URL or "OpenAI"
+
+
+@lru_cache(maxsize=4)
+def _client(
+    base_url: str, api_key: str, timeout: float, connect_timeout: float, retries: int
+) -> openai.AsyncOpenAI:
+    if is_offline():
+        return openai.AsyncOpenAI(
+            api_key="offline",
+            base_url="http://offline.invalid/v1",
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=OfflineTransport()),
+        )
+    return openai.AsyncOpenAI(
+        # Local servers (Ollama, vLLM, llama.cpp) ignore the key, but the SDK requires one.
+        api_key=api_key or "not-needed",
+        base_url=base_url or None,
+        timeout=httpx2.Timeout(timeout, connect=connect_timeout),
+        max_retries=retries,
+    )
+
+
+def get_client() -> openai.AsyncOpenAI:
+    return _client(
+        settings.OPENAI_BASE_URL,
+        settings.OPENAI_API_KEY,
+        settings.OPENAI_TIMEOUT,
+        settings.OPENAI_CONNECT_TIMEOUT,
+        settings.OPENAI_MAX_RETRIES,
+    )
+
+
+def _status_error_message(error: openai.APIStatusError) -> ProviderError:
+    status = error.status_code
+    if status == 401:
+        return ProviderError(
+            "The model provider rejected the API key (HTTP 401). Check OPENAI_API_KEY.",
+            kind="auth",
+        )
+    if status == 403:
+        return ProviderError(
+            "The model provider refused access to this model (HTTP 403).", kind="auth"
+        )
+    if status == 404:
+        return ProviderError(
+            "The model provider does not know this model (HTTP 404). Check the model name.",
+            kind="not_found",
+        )
+    if status == 429:
+        retry_after = error.response.headers.get("retry-after")
+        hint = f" Try again in {retry_after} s." if retry_after else " Try again in a moment."
+        return ProviderError(
+            f"The model provider is rate limiting requests (HTTP 429).{hint}", kind="rate_limit"
+        )
+    if status >= 500:
+        return ProviderError(
+            f"The model provider had an internal error (HTTP {status}). Try again later.",
+            kind="server",
+        )
+    return ProviderError(
+        f"The model provider refused the request (HTTP {status}): {error.message}",
+        kind="request",
+    )
+
+
+async def stream_reply(
+    messages: list[dict[str, str]], *, model: str
+) -> AsyncIterator[str | ReplyEnd]:
+    """Stream a chat completion: yield text deltas, then one ReplyEnd.
+
+    Raises ProviderError for every failure, including a stream that stops before the model
+    said it was finished.
+    """
+    usage: dict = {}
+    finish_reason = ""
+    reported_model = model
+    try:
+        stream = await get_client().chat.completions.create(
+            model=model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        # Leaving this block (normally, on error, or by cancellation) closes the HTTP response,
+        # so the provider stops generating and billing.
+        async with stream:
+            async for chunk in stream:
+                reported_model = chunk.model or reported_model
+                if chunk.usage:
+                    usage = {
+                        "prompt_tokens": chunk.usage.prompt_tokens,
+                        "completion_tokens": chunk.usage.completion_tokens,
+                        "total_tokens": chunk.usage.total_tokens,
+                    }
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if choice.delta and choice.delta.content:
+                    yield choice.delta.content
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+    except openai.APIStatusError as error:
+        raise _status_error_message(error) from error
+    except openai.APITimeoutError as error:
+        raise ProviderError(
+            "The model provider did not answer in time. Try again.", kind="timeout"
+        ) from error
+    except openai.APIConnectionError as error:
+        raise ProviderError(
+            "Could not reach the model provider. Check OPENAI_BASE_URL and that the server is up.",
+            kind="connection",
+        ) from error
+    except httpx2.TimeoutException as error:
+        raise ProviderError(
+            "The model provider stopped sending the reply (timed out mid-reply).", kind="timeout"
+        ) from error
+    except (httpx2.HTTPError, openai.APIError, ValueError) as error:
+        raise ProviderError(
+            "The connection to the model provider broke off mid-reply.", kind="stream"
+        ) from error
+    if not finish_reason:
+        raise ProviderError(
+            "The reply ended unexpectedly: the model provider closed the stream early.",
+            kind="stream",
+        )
+    yield ReplyEnd(model=reported_model, finish_reason=finish_reason, usage=usage)

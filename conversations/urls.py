@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("c/new/", views.start_conversation, name="conversation_start"),
+    path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("c/<uuid:conversation_id>/messages/", views.send_message, name="message_send"),
+    path("c/<uuid:conversation_id>/stop/", views.stop_reply, name="reply_stop"),
+]

@@ -1,0 +1,57 @@
+// Small behaviours of the chat page. Everything that changes data goes through htmx.
+(function () {
+  "use strict";
+
+  function composerBusy() {
+    var actions = document.getElementById("composer-actions");
+    return actions && actions.dataset.busy === "true";
+  }
+
+  // Enter sends, Shift+Enter inserts a new line; nothing is sent while a reply streams.
+  document.addEventListener("keydown", function (event) {
+    var input = event.target;
+    if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey || event.isComposing) {
+      return;
+    }
+    event.preventDefault();
+    if (!composerBusy() && input.value.trim()) {
+      input.form.requestSubmit();
+    }
+  });
+
+  // Keep the newest text in view while the reader is already at the bottom.
+  var stickToBottom = true;
+  function scroller() {
+    return document.getElementById("chat-stream");
+  }
+  document.addEventListener("scroll", function (event) {
+    var box = scroller();
+    if (event.target === box) {
+      stickToBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    }
+  }, true);
+  function scrollToEnd() {
+    var box = scroller();
+    if (box && stickToBottom) {
+      box.scrollTop = box.scrollHeight;
+    }
+  }
+
+  document.addEventListener("htmx:wsAfterMessage", scrollToEnd);
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.target.id === "composer") {
+      stickToBottom = true;
+      var input = document.getElementById("composer-input");
+      if (input) {
+        input.focus();
+      }
+    }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    scrollToEnd();
+    var input = document.getElementById("composer-input");
+    if (input && !document.querySelector("[aria-invalid]")) {
+      input.focus();
+    }
+  });
+})();
