@@ -155,11 +155,17 @@ async def stream_reply(
             "Could not reach the model provider. Check OPENAI_BASE_URL and that the server is up.",
             kind="connection",
         ) from error
+    except openai.APIError as error:
+        # An error event inside an otherwise healthy stream.
+        raise ProviderError(
+            f"The model provider reported an error mid-reply: {error.message}", kind="stream"
+        ) from error
     except httpx2.TimeoutException as error:
         raise ProviderError(
             "The model provider stopped sending the reply (timed out mid-reply).", kind="timeout"
         ) from error
-    except (httpx2.HTTPError, openai.APIError, ValueError) as error:
+    except (httpx2.HTTPError, ValueError) as error:
+        # A cut connection or a garbled event (the SDK raises a bare JSONDecodeError for it).
         raise ProviderError(
             "The connection to the model provider broke off mid-reply.", kind="stream"
         ) from error

@@ -86,7 +86,8 @@ class Reply:
     ``drop_after=2`` means the client receives the role chunk and two content
     chunks, then the connection dies. At most one of ``stall_after``,
     ``drop_after``, ``malformed_after`` and ``error_after`` is normally set; if
-    several are, they fire in that order at their respective counts.
+    several are, they fire in that order at their respective counts. A count of
+    0 fires right after the role chunk (headers and role sent, no content yet).
     Non-streaming requests honour the same faults at "the point where the body
     would be sent" (see ``_send_completion``).
     """
@@ -561,7 +562,8 @@ class FakeOpenAI:
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until at least ``count`` chat requests arrived; return them.
 
-        Raises ``TimeoutError``. From async code use ``await asyncio.to_thread(...)``.
+        Raises ``TimeoutError`` (always, with ``record_requests=False``). From async
+        code use ``await asyncio.to_thread(server.wait_for_requests, n)``.
         """
         with self._requests_seen:
             if not self._requests_seen.wait_for(lambda: len(self._requests) >= count, timeout):
@@ -812,8 +814,10 @@ class FakeOpenAI:
         extra_headers: dict[str, str],
     ) -> bool:
         """Non-streaming answer. Faults apply at the moment the body would be sent:
-        the client sees a stall, a connection drop with no response, or a 200 whose
-        body is not JSON. ``delay`` per chunk is still spent, as generation time.
+        the client sees a stall (then the normal answer), a connection drop with no
+        response, a 200 whose body is not JSON, or (``error_after``) a 500. The
+        counts themselves do not matter here. ``delay`` per chunk is still spent, as
+        generation time, before any of that.
         """
         chunks = reply.content_chunks()
         if reply.delay:

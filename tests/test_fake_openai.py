@@ -515,19 +515,15 @@ def test_bad_requests_get_openai_style_errors(server: FakeOpenAI) -> None:
 
 def test_standalone_mode_serves_until_terminated() -> None:
     repo_root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--text", "from cli"],
-        cwd=repo_root,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        banner = process.stderr.readline()  # "... fake OpenAI API at http://... (Ctrl-C ...)"
-        base_url = banner.split(" at ", 1)[1].split()[0]
-        with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
-            completion = client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
-        assert completion.choices[0].message.content == "from cli"
-    finally:
-        process.terminate()
-        assert process.wait(timeout=5) == 0
+    command = [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--text", "from cli"]
+    with subprocess.Popen(command, cwd=repo_root, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stderr is not None
+            banner = process.stderr.readline()  # "... fake OpenAI API at http://... (Ctrl-C"
+            base_url = banner.split(" at ", 1)[1].split()[0]
+            with openai.OpenAI(base_url=base_url, api_key="x", max_retries=0) as client:
+                completion = client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+            assert completion.choices[0].message.content == "from cli"
+        finally:
+            process.terminate()
+            assert process.wait(timeout=5) == 0
