@@ -6,12 +6,14 @@ swaps in, and keeps, per streaming reply, how much text the page already has, so
 repeats text is trimmed and a delta that skips text triggers a sync instead of leaving a hole.
 """
 
+import asyncio
 import json
 import logging
 import uuid
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
@@ -37,6 +39,17 @@ def _streaming_reply(conversation_id: uuid.UUID) -> Message | None:
         .order_by("-created_at")
         .first()
     )
+
+
+@database_sync_to_async
+def _finished_replies(conversation_id: uuid.UUID, reply_ids: list[str]) -> list[str]:
+    generation.mark_stale_replies_interrupted(conversation_id)
+    still_streaming = set(
+        Message.objects.filter(pk__in=reply_ids, status=Message.Status.STREAMING).values_list(
+            "pk", flat=True
+        )
+    )
+    return [reply_id for reply_id in reply_ids if uuid.UUID(reply_id) not in still_streaming]
 
 
 @database_sync_to_async
@@ -77,6 +90,7 @@ def _sidebar_context(conversation: Conversation) -> dict:
 
 class ConversationConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
+    watchdog: asyncio.Task | None = None
 
     async def connect(self) -> None:
         self.offsets: dict[str, int] = {}
@@ -90,6 +104,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.group = generation.group_for_conversation(self.conversation.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+        self.watchdog = asyncio.create_task(self._watch_for_dead_generators())
         reply = await _streaming_reply(self.conversation.pk)
         if reply:
             # The page shows what the database held when it was rendered; resend that prefix
@@ -99,8 +114,23 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await generation.request_sync(reply.pk, self.channel_name, len(reply.content))
 
     async def disconnect(self, code: int) -> None:
+        if self.watchdog:
+            self.watchdog.cancel()
         if self.conversation is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _watch_for_dead_generators(self) -> None:
+        """Finish, on this page, replies whose generator died without saying so.
+
+        A process killed mid-reply never sends `reply.done`; once its heartbeat is older than
+        CHAT_STALE_SECONDS the reply is marked interrupted and shown as such.
+        """
+        while True:
+            await asyncio.sleep(max(1.0, settings.CHAT_STALE_SECONDS / 3))
+            if not self.offsets:
+                continue
+            for reply_id in await _finished_replies(self.conversation.pk, list(self.offsets)):
+                await self.reply_done({"reply_id": reply_id})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Nothing is sent over this socket: messages go through POST, which carries CSRF.
