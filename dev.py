@@ -2,7 +2,7 @@
 """The two commands of the README.
 
     python3 dev.py run    set up .venv if needed, migrate, and serve on http://127.0.0.1:8000
-    python3 dev.py test   set up .venv if needed, and run the whole test suite (extra args go to pytest)
+    python3 dev.py test   set up .venv if needed and run the test suite (extra args go to pytest)
 
 Only the Python standard library is used here: this file runs before anything is installed.
 """
@@ -22,7 +22,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 def ensure_environment() -> None:
     """Create .venv and install the pinned dependencies, unless pyproject.toml is unchanged."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on any python3
         sys.exit("chatsite needs Python 3.11 or newer.")
     if not PYTHON.exists():
         print("Creating .venv …", flush=True)
