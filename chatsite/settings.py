@@ -240,6 +240,8 @@ OPENAI_CONNECT_TIMEOUT = env_float("OPENAI_CONNECT_TIMEOUT", 10.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 CHAT_DEFAULT_MODEL = env_str("CHAT_DEFAULT_MODEL", "gpt-4o-mini")
 CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
+# Name each conversation with the model after its first reply (not with the offline model).
+CHAT_AUTO_TITLE = env_bool("CHAT_AUTO_TITLE", True)
 # Limits and cadences of a streamed reply.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)

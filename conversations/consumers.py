@@ -1,14 +1,16 @@
-"""The websocket a chat page keeps open to watch its conversation.
+"""The websocket every chat page keeps open.
 
 It is a watcher only: sending, stopping and every other change go through CSRF-protected POSTs.
-It forwards the conversation's events to the page as HTML fragments that the htmx ws extension
-swaps in, and keeps, per streaming reply, how much text the page already has, so a delta that
-repeats text is trimmed and a delta that skips text triggers a sync instead of leaving a hole.
+It forwards events to the page as HTML fragments that the htmx ws extension swaps in:
+- the user's events (group `user-<id>`): the conversation list changed, on every open page;
+- on a conversation page, the conversation's events (group `conversation-<id>`): a new turn,
+  reply text, a finished reply, a new title.
+Per streaming reply it keeps how much text the page already has, so a delta that repeats text
+is trimmed and a delta that skips text triggers a sync from the generator instead of a hole.
 """
 
 import asyncio
 import json
-import logging
 import uuid
 
 from channels.db import database_sync_to_async
@@ -17,25 +19,23 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
-from .models import Conversation, Message, recent_conversations
-
-logger = logging.getLogger(__name__)
-
-CHAT_TEMPLATE = "conversations/chat.html"
+from .models import Conversation, Message, current_messages, recent_conversations
 
 
 @database_sync_to_async
 def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None:
-    if not user.is_authenticated:
-        return None
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
 @database_sync_to_async
-def _streaming_reply(conversation_id: uuid.UUID) -> Message | None:
+def _latest_reply(conversation_id: uuid.UUID) -> Message | None:
     generation.mark_stale_replies_interrupted(conversation_id)
     return (
-        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        Message.objects.filter(
+            conversation_id=conversation_id,
+            role=Message.Role.ASSISTANT,
+            superseded_by__isnull=True,
+        )
         .order_by("-created_at")
         .first()
     )
@@ -53,10 +53,12 @@ def _finished_replies(conversation_id: uuid.UUID, reply_ids: list[str]) -> list[
 
 
 @database_sync_to_async
-def _render_turn(conversation: Conversation, reply_id: uuid.UUID) -> str:
+def _render_turn(conversation: Conversation, reply_id: str) -> str:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     question = (
-        conversation.messages.filter(role=Message.Role.USER, created_at__lt=reply.created_at)
+        conversation.messages.filter(
+            role=Message.Role.USER, created_at__lt=reply.created_at, superseded_by__isnull=True
+        )
         .order_by("-created_at")
         .first()
     )
@@ -67,57 +69,102 @@ def _render_turn(conversation: Conversation, reply_id: uuid.UUID) -> str:
             "messages": [m for m in (question, reply) if m],
             "busy": True,
             "conversation": conversation,
-            **_sidebar_context(conversation),
         },
     )
 
 
 @database_sync_to_async
-def _render_reply(conversation: Conversation, reply_id: uuid.UUID) -> str:
+def _render_conversation(conversation: Conversation) -> tuple[str, Message | None]:
+    """The whole message list, after an edit or a regeneration rewrote its end."""
+    messages = current_messages(conversation)
+    streaming = next((m for m in messages if m.is_streaming), None)
+    html = render_to_string(
+        "conversations/stream/refresh.html",
+        {"messages": messages, "busy": streaming is not None, "conversation": conversation},
+    )
+    return html, streaming
+
+
+@database_sync_to_async
+def _render_reply(conversation: Conversation, reply_id: str) -> str:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
+    reply.versions = list(reply.earlier_versions.order_by("created_at"))
     return render_to_string(
         "conversations/stream/reply.html",
         {"message": reply, "busy": reply.is_streaming, "conversation": conversation},
     )
 
 
-def _sidebar_context(conversation: Conversation) -> dict:
-    return {
-        "conversations": recent_conversations(conversation.owner_id),
-        "current_conversation": conversation,
-    }
+@database_sync_to_async
+def _render_title(conversation: Conversation) -> str:
+    conversation.refresh_from_db(fields=["title"])
+    return render_to_string("conversations/stream/title.html", {"conversation": conversation})
 
 
-class ConversationConsumer(AsyncWebsocketConsumer):
+@database_sync_to_async
+def _render_sidebar(user_id: int, current_id: uuid.UUID | None) -> str:
+    return render_to_string(
+        "conversations/chat.html#conversation-list",
+        {
+            "conversations": recent_conversations(user_id),
+            "current_conversation_id": current_id,
+            "oob": True,
+        },
+    )
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
     watchdog: asyncio.Task | None = None
+    groups_joined: tuple[str, ...] = ()
 
     async def connect(self) -> None:
         self.offsets: dict[str, int] = {}
-        conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.conversation = await _owned_conversation(self.scope["user"], conversation_id)
-        if self.conversation is None:
-            # Rejecting the handshake reveals nothing: anonymous users, other users' and
-            # unknown conversations all look the same.
+        user = self.scope["user"]
+        if not user.is_authenticated:
             await self.close()
             return
-        self.group = generation.group_for_conversation(self.conversation.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.user_id = user.pk
+        conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
+        groups = [generation.group_for_user(user.pk)]
+        if conversation_id:
+            self.conversation = await _owned_conversation(user, conversation_id)
+            if self.conversation is None:
+                # Rejecting the handshake reveals nothing: another user's conversation and an
+                # unknown one look the same.
+                await self.close()
+                return
+            groups.append(generation.group_for_conversation(self.conversation.pk))
+        for group in groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined = tuple(groups)
         await self.accept()
-        self.watchdog = asyncio.create_task(self._watch_for_dead_generators())
-        reply = await _streaming_reply(self.conversation.pk)
-        if reply:
-            # The page shows what the database held when it was rendered; resend that prefix
-            # with its length as our offset, then ask the generator for everything after it.
+        if self.conversation:
+            self.watchdog = asyncio.create_task(self._watch_for_dead_generators())
+            reply = await _latest_reply(self.conversation.pk)
+            if reply:
+                await self._resume(reply)
+
+    async def _resume(self, reply: Message) -> None:
+        # The page shows the reply as it was when the page was rendered, and events sent since
+        # are lost to it. Resend the reply as stored now; if it is still streaming, take that
+        # prefix's length as our offset and ask the generator for everything after it.
+        if reply.is_streaming:
             self.offsets[str(reply.pk)] = len(reply.content)
-            await self.send(text_data=await _render_reply(self.conversation, reply.pk))
+        await self.send(text_data=await _render_reply(self.conversation, str(reply.pk)))
+        if reply.is_streaming:
             await generation.request_sync(reply.pk, self.channel_name, len(reply.content))
 
     async def disconnect(self, code: int) -> None:
         if self.watchdog:
             self.watchdog.cancel()
-        if self.conversation is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # Nothing is sent over this socket: messages go through POST, which carries CSRF.
+        # Answer anything else with an error and keep the stream open.
+        await self.send(text_data=json.dumps({"error": "This socket only streams replies."}))
 
     async def _watch_for_dead_generators(self) -> None:
         """Finish, on this page, replies whose generator died without saying so.
@@ -132,14 +179,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             for reply_id in await _finished_replies(self.conversation.pk, list(self.offsets)):
                 await self.reply_done({"reply_id": reply_id})
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        # Nothing is sent over this socket: messages go through POST, which carries CSRF.
-        # Answer anything else with an error and keep the stream open.
-        await self.send(text_data=json.dumps({"error": "This socket only streams replies."}))
+    async def sidebar_changed(self, event: dict) -> None:
+        current_id = self.conversation.pk if self.conversation else None
+        await self.send(text_data=await _render_sidebar(self.user_id, current_id))
 
     async def conversation_turn(self, event: dict) -> None:
         self.offsets.setdefault(event["reply_id"], 0)
         await self.send(text_data=await _render_turn(self.conversation, event["reply_id"]))
+
+    async def conversation_refresh(self, event: dict) -> None:
+        html, streaming = await _render_conversation(self.conversation)
+        self.offsets = {str(streaming.pk): len(streaming.content)} if streaming else {}
+        await self.send(text_data=html)
+
+    async def conversation_title(self, event: dict) -> None:
+        await self.send(text_data=await _render_title(self.conversation))
 
     async def reply_delta(self, event: dict) -> None:
         reply_id, start, text = event["reply_id"], event["start"], event["text"]

@@ -80,6 +80,10 @@ def group_for_conversation(conversation_id: uuid.UUID) -> str:
     return f"conversation-{conversation_id.hex}"
 
 
+def group_for_user(user_id: int) -> str:
+    return f"user-{user_id}"
+
+
 def group_for_generation(message_id: uuid.UUID) -> str:
     return f"generation-{message_id.hex}"
 
@@ -91,32 +95,81 @@ def title_from(text: str) -> str:
     return first_line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
+class NothingToRegenerate(Exception):
+    """The conversation has no reply to regenerate, or the message is not the last one."""
+
+
+def _lock_idle(conversation: Conversation) -> Conversation:
+    """Lock the conversation row; refuse if a reply is streaming (one reply at a time)."""
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    mark_stale_replies_interrupted(conversation_id=locked.pk)
+    if locked.messages.filter(status=Message.Status.STREAMING).exists():
+        raise ReplyInProgress
+    return locked
+
+
+def _new_reply(conversation: Conversation, created_at) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        created_at=created_at,
+        metadata={"model": conversation.metadata.get("model") or provider.default_model()},
+    )
+
+
+def _supersede(old: Message, new: Message) -> None:
+    """Keep `old` as an earlier version of `new`, with the versions it already had."""
+    Message.objects.filter(superseded_by=old).update(superseded_by=new)
+    old.superseded_by = new
+    old.save(update_fields=["superseded_by"])
+
+
+def _touch(conversation: Conversation, locked: Conversation, now, text: str | None) -> None:
+    fields = ["updated_at"]
+    locked.updated_at = now
+    if text and not locked.title:
+        locked.title = title_from(text)
+        fields.append("title")
+    locked.save(update_fields=fields)
+    conversation.title, conversation.updated_at = locked.title, locked.updated_at
+
+
 @database_sync_to_async
-def _store_turn(conversation: Conversation, text: str) -> Message:
+def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID | None) -> Message:
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        mark_stale_replies_interrupted(conversation_id=locked.pk)
-        if locked.messages.filter(status=Message.Status.STREAMING).exists():
-            raise ReplyInProgress
+        locked = _lock_idle(conversation)
+        current = locked.messages.filter(superseded_by__isnull=True).order_by("created_at")
+        previous: list[Message] = []
+        if replacing:
+            last_user = current.filter(role=Message.Role.USER).last()
+            if not last_user or last_user.pk != replacing:
+                raise NothingToRegenerate
+            previous = list(current.filter(created_at__gte=last_user.created_at))
         now = timezone.now()
-        Message.objects.create(
+        question = Message.objects.create(
             conversation=locked, role=Message.Role.USER, content=text, created_at=now
         )
         # One microsecond later, so the reply always sorts after the message it answers.
-        reply = Message.objects.create(
-            conversation=locked,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            created_at=now + timezone.timedelta(microseconds=1),
-            metadata={"model": locked.metadata.get("model") or provider.default_model()},
-        )
-        fields = ["updated_at"]
-        locked.updated_at = now
-        if not locked.title:
-            locked.title = title_from(text)
-            fields.append("title")
-        locked.save(update_fields=fields)
-    conversation.title, conversation.updated_at = locked.title, locked.updated_at
+        reply = _new_reply(locked, now + timezone.timedelta(microseconds=1))
+        # Editing the last message: it and its replies become earlier versions.
+        for old in previous:
+            _supersede(old, question if old.role == Message.Role.USER else reply)
+        _touch(conversation, locked, now, text)
+    return reply
+
+
+@database_sync_to_async
+def _store_regeneration(conversation: Conversation) -> Message:
+    with transaction.atomic():
+        locked = _lock_idle(conversation)
+        last = locked.messages.filter(superseded_by__isnull=True).order_by("created_at").last()
+        if not last or last.role != Message.Role.ASSISTANT:
+            raise NothingToRegenerate
+        now = timezone.now()
+        reply = _new_reply(locked, now)
+        _supersede(last, reply)
+        _touch(conversation, locked, now, None)
     return reply
 
 
@@ -137,7 +190,8 @@ def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, 
     if conversation.system_prompt:
         messages.append({"role": "system", "content": conversation.system_prompt})
     for role, content in (
-        conversation.messages.exclude(pk=reply_id)
+        conversation.messages.filter(superseded_by__isnull=True)
+        .exclude(pk=reply_id)
         .exclude(content="")
         .order_by("created_at")
         .values_list("role", "content")
@@ -160,18 +214,41 @@ def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> No
     )
 
 
-async def begin(conversation: Conversation, text: str) -> Message:
+async def begin(
+    conversation: Conversation, text: str, *, replacing: uuid.UUID | None = None
+) -> Message:
     """Store the user's message and an empty reply, then start generating it.
 
-    Raises ReplyInProgress when the conversation already has a reply streaming.
+    With `replacing`, the message is an edit of the conversation's last user message, which is
+    kept with its replies as earlier versions. Raises ReplyInProgress when a reply is streaming,
+    NothingToRegenerate when `replacing` is not the last user message.
     """
-    reply = await _store_turn(conversation, text)
-    await get_channel_layer().group_send(
-        group_for_conversation(conversation.pk),
-        {"type": "conversation.turn", "reply_id": str(reply.pk)},
-    )
+    reply = await _store_turn(conversation, text, replacing=replacing)
+    event = "conversation.refresh" if replacing else "conversation.turn"
+    await _announce(conversation, event, reply)
     start(conversation.pk, reply)
     return reply
+
+
+async def regenerate(conversation: Conversation) -> Message:
+    """Generate the last reply again; the previous one is kept as an earlier version."""
+    reply = await _store_regeneration(conversation)
+    await _announce(conversation, "conversation.refresh", reply)
+    start(conversation.pk, reply)
+    return reply
+
+
+async def _announce(conversation: Conversation, event: str, reply: Message) -> None:
+    layer = get_channel_layer()
+    await layer.group_send(
+        group_for_conversation(conversation.pk), {"type": event, "reply_id": str(reply.pk)}
+    )
+    await announce_sidebar_change(conversation.owner_id)
+
+
+async def announce_sidebar_change(owner_id: int) -> None:
+    """Tell every open page of this user to redraw its conversation list."""
+    await get_channel_layer().group_send(group_for_user(owner_id), {"type": "sidebar.changed"})
 
 
 def start(conversation_id: uuid.UUID, reply: Message) -> Generation:
@@ -327,6 +404,74 @@ async def _run(generation: Generation) -> None:
         "first_token_seconds": round(first_token_at - started, 3) if first_token_at else None,
     }
     await _store_final(generation, status, metadata, helpers)
+    if status == Message.Status.COMPLETE and settings.CHAT_AUTO_TITLE and not provider.is_offline():
+        _background(_auto_title(generation.conversation_id, generation.model))
+
+
+_background_tasks: set[asyncio.Task] = set()
+
+
+def _background(coroutine) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _background_tasks.add(task)
+    task.add_done_callback(_background_tasks.discard)
+
+
+TITLE_INSTRUCTIONS = (
+    "You name conversations. Reply with a title of at most six words for the conversation "
+    "below: no quotes, no final period, in the language of the conversation."
+)
+
+
+@database_sync_to_async
+def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
+    conversation = Conversation.objects.get(pk=conversation_id)
+    if conversation.metadata.get("title_source"):
+        return None
+    first_two = list(
+        conversation.messages.filter(superseded_by__isnull=True)
+        .exclude(content="")
+        .order_by("created_at")
+        .values_list("role", "content")[:2]
+    )
+    excerpt = "\n\n".join(f"{role}: {content[:1500]}" for role, content in first_two)
+    return [
+        {"role": "system", "content": TITLE_INSTRUCTIONS},
+        {"role": "user", "content": excerpt},
+    ]
+
+
+@database_sync_to_async
+def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
+        if conversation.metadata.get("title_source"):
+            return None  # named meanwhile, by the user or another reply: theirs stands
+        conversation.title = title
+        conversation.metadata["title_source"] = "model"
+        conversation.save(update_fields=["title", "metadata"])
+    return conversation
+
+
+async def _auto_title(conversation_id: uuid.UUID, model: str) -> None:
+    """Name the conversation from its first exchange; runs after the reply, never delaying it."""
+    request = await _title_request(conversation_id)
+    if request is None:
+        return
+    try:
+        answer = await provider.complete(request, model=model)
+    except provider.ProviderError as error:
+        logger.info("No title for conversation %s: %s", conversation_id, error.user_message)
+        return
+    title = title_from(answer.strip().splitlines()[0].strip(" \"'*#.")) if answer.strip() else ""
+    if not title:
+        return
+    conversation = await _store_title(conversation_id, title)
+    if conversation:
+        await get_channel_layer().group_send(
+            group_for_conversation(conversation_id), {"type": "conversation.title"}
+        )
+        await announce_sidebar_change(conversation.owner_id)
 
 
 async def _store_final(

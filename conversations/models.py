@@ -71,11 +71,21 @@ class Message(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # What the model reported: model, usage (token counts), finish_reason, timings, error.
     metadata = models.JSONField(default=dict, blank=True)
+    # Set when a regenerated reply or an edited message replaced this one: the earlier version is
+    # kept (and shown on demand) but no longer part of the conversation the model sees.
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="earlier_versions"
+    )
 
     class Meta:
         ordering = ["created_at"]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_conversation_order"),
+            models.Index(
+                fields=["conversation", "created_at"],
+                name="message_current_order",
+                condition=models.Q(superseded_by__isnull=True),
+            ),
             models.Index(
                 fields=["status", "updated_at"],
                 name="message_streaming_heartbeat",
@@ -108,6 +118,17 @@ def stale_streaming_cutoff():
 
 
 SIDEBAR_LIMIT = 50
+
+
+def current_messages(conversation: Conversation) -> list[Message]:
+    """The conversation as it stands, each message carrying its earlier versions (two queries)."""
+    messages = list(conversation.messages.filter(superseded_by__isnull=True).order_by("created_at"))
+    earlier: dict[uuid.UUID, list[Message]] = {}
+    for old in conversation.messages.filter(superseded_by__isnull=False).order_by("created_at"):
+        earlier.setdefault(old.superseded_by_id, []).append(old)
+    for message in messages:
+        message.versions = earlier.get(message.pk, [])
+    return messages
 
 
 def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conversation]:

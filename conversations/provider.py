@@ -175,3 +175,9 @@ async def stream_reply(
             kind="stream",
         )
     yield ReplyEnd(model=reported_model, finish_reason=finish_reason, usage=usage)
+
+
+async def complete(messages: list[dict[str, str]], *, model: str) -> str:
+    """The whole text of a reply, for short requests such as a title."""
+    parts = [item async for item in stream_reply(messages, model=model) if isinstance(item, str)]
+    return "".join(parts)

@@ -4,15 +4,16 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import generation
-from .models import Conversation, Message, recent_conversations
+from .models import Conversation, Message, current_messages, recent_conversations
 
 CHAT_TEMPLATE = "conversations/chat.html"
+BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
 
 
 class MessageForm(forms.Form):
@@ -36,10 +37,10 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID)
 
 
 def _chat_context(request: HttpRequest, conversation: Conversation | None) -> dict:
-    messages = list(conversation.messages.order_by("created_at")) if conversation else []
+    messages = current_messages(conversation) if conversation else []
     return {
         "conversation": conversation,
-        "current_conversation": conversation,
+        "current_conversation_id": conversation.pk if conversation else None,
         "conversations": recent_conversations(request.user.pk),
         "messages": messages,
         "busy": any(m.is_streaming for m in messages),
@@ -79,7 +80,7 @@ async def _send(
     try:
         await generation.begin(conversation, form.cleaned_data["text"])
     except generation.ReplyInProgress:
-        form.add_error(None, "Wait for the current reply to finish, or stop it, before sending.")
+        form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form, True)
     if is_new or not request.htmx:
         if request.htmx:
@@ -98,6 +99,79 @@ async def start_conversation(request: HttpRequest) -> HttpResponse:
     user = await request.auser()
     conversation = await Conversation.objects.acreate(owner=user)
     return await _send(request, conversation, form, is_new=True)
+
+
+def _refusal(request: HttpRequest, message: str) -> HttpResponse:
+    """Say why an action was refused, in the composer's error area, whatever the swap style."""
+    return render(request, f"{CHAT_TEMPLATE}#composer-errors", {"refusal": message, "oob": True})
+
+
+@login_required
+@require_POST
+async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """Generate the last reply again; the previous one stays as an earlier version."""
+    user = await request.auser()
+    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    try:
+        await generation.regenerate(conversation)
+    except generation.ReplyInProgress:
+        return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
+    except generation.NothingToRegenerate:
+        return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
+    if request.htmx:
+        return HttpResponse(status=204)
+    return redirect(conversation)
+
+
+def _get_message_for_user(
+    request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> tuple[Conversation, Message]:
+    conversation = _get_conversation_for_user(request, conversation_id)
+    message = get_object_or_404(conversation.messages, pk=message_id, superseded_by__isnull=True)
+    return conversation, message
+
+
+@login_required
+def message_detail(
+    request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> HttpResponse:
+    conversation, message = _get_message_for_user(request, conversation_id, message_id)
+    message.versions = list(message.earlier_versions.order_by("created_at"))
+    context = {"conversation": conversation, "message": message}
+    return render(request, f"{CHAT_TEMPLATE}#message", context)
+
+
+@login_required
+async def edit_message(
+    request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> HttpResponse:
+    """GET: the last message as a form. POST: send the edited text in its place."""
+    user = await request.auser()
+    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    message = await aget_object_or_404(
+        conversation.messages, pk=message_id, role=Message.Role.USER, superseded_by__isnull=True
+    )
+    form = MessageForm(request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            await generation.begin(conversation, form.cleaned_data["text"], replacing=message.pk)
+        except generation.ReplyInProgress:
+            form.add_error(None, BUSY_MESSAGE)
+        except generation.NothingToRegenerate:
+            form.add_error(None, "Only your last message can be edited.")
+        else:
+            if request.htmx:
+                return HttpResponse(status=204)
+            return redirect(conversation)
+    elif request.method not in {"GET", "POST"}:
+        return HttpResponseNotAllowed(["GET", "POST"])
+    context = {
+        "conversation": conversation,
+        "message": message,
+        "form": form,
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+    return await sync_to_async(render)(request, f"{CHAT_TEMPLATE}#message-edit", context)
 
 
 @login_required

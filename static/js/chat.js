@@ -47,6 +47,14 @@
       }
     }
   });
+  // An Edit form that htmx just swapped in takes the focus, with the caret at the end.
+  document.addEventListener("htmx:load", function (event) {
+    var edit = event.detail.elt.querySelector && event.detail.elt.querySelector(".message-edit textarea");
+    if (edit) {
+      edit.focus();
+      edit.setSelectionRange(edit.value.length, edit.value.length);
+    }
+  });
   document.addEventListener("DOMContentLoaded", function () {
     scrollToEnd();
     var input = document.getElementById("composer-input");

@@ -1,0 +1,436 @@
+"""The chat as a person meets it: Debian's chromium, driven by Playwright, against daphne.
+
+The whole stack runs for real: allauth's pages, htmx, the websocket that streams replies, and
+Markdown rendering, served by daphne in a subprocess over the test database. The model is
+tests.fake_openai, scripted per test. Screenshots of key moments are saved in test-artifacts/.
+
+Everything here happens through the browser, as a user would do it: while Playwright runs, an
+event loop runs in this thread, so the Django ORM would refuse to work here anyway.
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.fake_openai import FakeOpenAI, Reply
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+DAPHNE = [sys.executable, "-m", "daphne"]
+MODEL_NAME = "fake-model-for-browser-tests"
+MODEL_API_KEY = "sk-browser-tests"
+PASSWORD = "correct-horse-battery-staple-42"
+# Replies take seconds here, so waits that span one get room to spare.
+REPLY_TIMEOUT_MS = 20_000
+
+# A slow reply in plain words whose every prefix is easy to recognise: "step 1. step 2. ..."
+COUNTING_REPLY = " ".join(f"step {n}." for n in range(1, 61))
+SLOW_TOKEN_SECONDS = 0.05
+
+# Records, on every page load, each text that a streaming reply showed, by element id: the
+# tests check that every one of them is a prefix of the reply (no gap, no repeat, ever).
+RECORD_STREAMED_TEXT = """
+window.streamedText = {};
+new MutationObserver(() => {
+  for (const body of document.querySelectorAll(".message-body.streaming")) {
+    const seen = (window.streamedText[body.id] ||= []);
+    if (seen[seen.length - 1] !== body.textContent) seen.push(body.textContent);
+  }
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+
+
+# --------------------------------------------------------------------------- #
+# The live stack
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
+        if os.environ.get("CHATSITE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{reason} (CHATSITE_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def fake_model() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=MODEL_API_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def model(fake_model: FakeOpenAI) -> FakeOpenAI:
+    """The fake model, with nothing left over from another test."""
+    fake_model.reset()
+    fake_model.default = Reply(text="Hello! This is the fake model's default reply.")
+    return fake_model
+
+
+def _database_url() -> str:
+    """The test database that pytest-django created, as a DATABASE_URL for another process."""
+    database = settings.DATABASES["default"]
+    engine = database["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        return f"sqlite:///{Path(database['NAME']).resolve()}"
+    if engine == "django.db.backends.postgresql":
+        credentials = quote(database["USER"], safe="")
+        if database.get("PASSWORD"):
+            credentials += ":" + quote(database["PASSWORD"], safe="")
+        host = database.get("HOST") or "localhost"
+        port = f":{database['PORT']}" if database.get("PORT") else ""
+        return f"postgres://{credentials}@{host}{port}/{quote(database['NAME'], safe='')}"
+    pytest.fail(f"The browser tests do not know how to share a {engine} database with daphne")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"daphne exited with code {process.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"daphne did not accept connections on port {port}:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def chat_server(
+    django_db_setup: None, chromium_path: Path, fake_model: FakeOpenAI
+) -> Iterator[str]:
+    """daphne serving chatsite.asgi over the test database; yields its base URL.
+
+    One server serves the whole module: every test's data lives in the database, which
+    pytest-django empties after each test, not in the server process.
+    """
+    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+        pytest.fail("Static files are not collected: run `python3 dev.py test`")
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DEBUG", "OPENAI_API_KEY", "OPENAI_BASE_URL"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="chatsite.settings",
+        DATABASE_URL=_database_url(),
+        SECRET_KEY=settings.SECRET_KEY,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        OPENAI_BASE_URL=fake_model.base_url,
+        OPENAI_API_KEY=MODEL_API_KEY,
+        OPENAI_MAX_RETRIES="0",
+        CHAT_DEFAULT_MODEL=MODEL_NAME,
+    )
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    log = ARTIFACTS / "daphne.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_listening(process, port, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser(chromium_path: Path) -> Iterator[Browser]:
+    # Function-scoped on purpose: Playwright runs an event loop in this thread while it is
+    # started, and pytest-django must flush the database after each test without one.
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, chat_server: str) -> Callable[[], Page]:
+    """Open a page in a browser context of its own: each one is a separate visitor."""
+
+    def open_page() -> Page:
+        context = browser.new_context(base_url=chat_server, viewport={"width": 1100, "height": 800})
+        context.set_default_timeout(10_000)
+        context.add_init_script(RECORD_STREAMED_TEXT)
+        return context.new_page()
+
+    return open_page
+
+
+@pytest.fixture
+def page(new_page: Callable[[], Page]) -> Page:
+    return new_page()
+
+
+# --------------------------------------------------------------------------- #
+# What a user does
+# --------------------------------------------------------------------------- #
+
+
+def screenshot(page: Page, name: str) -> None:
+    page.screenshot(path=ARTIFACTS / f"{name}.png")
+
+
+def sign_up(page: Page, email: str) -> None:
+    page.goto("/accounts/signup/")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password1]", PASSWORD)
+    page.fill("input[name=password2]", PASSWORD)
+    page.locator("form").get_by_role("button", name=re.compile("sign up", re.I)).click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator(".account-email")).to_have_text(email)
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#composer-input", text)
+    page.press("#composer-input", "Enter")
+
+
+def latest_reply(page: Page):
+    return page.locator("#message-list li.message-assistant").last
+
+
+def wait_for_streaming_text(page: Page, containing: str) -> str:
+    """Wait until the reply is still streaming and shows `containing`; return its text.
+
+    One check in the page, so "still streaming" and the text are seen at the same moment.
+    """
+    handle = page.wait_for_function(
+        """needle => {
+          const body = document.querySelector(
+            "#message-list li.message-assistant.status-streaming .message-body.streaming");
+          return body && body.textContent && body.textContent.includes(needle)
+            ? body.textContent : null;
+        }""",
+        arg=containing,
+        timeout=REPLY_TIMEOUT_MS,
+    )
+    return handle.json_value()
+
+
+def wait_for_status(page: Page, status: str) -> None:
+    expect(latest_reply(page)).to_have_class(
+        re.compile(rf"\bstatus-{status}\b"), timeout=REPLY_TIMEOUT_MS
+    )
+
+
+def streamed_texts(page: Page, reply_dom_id: str) -> list[str]:
+    return page.evaluate("id => window.streamedText[id] || []", f"{reply_dom_id}-text")
+
+
+# --------------------------------------------------------------------------- #
+# Tests
+# --------------------------------------------------------------------------- #
+
+
+def test_sign_up_chat_and_watch_the_reply_stream_in(page: Page, model: FakeOpenAI) -> None:
+    question = "How do I add tests to my project?"
+    reply_markdown = (
+        "Here is **the plan**, one small step at a time:\n\n"
+        "1. Write a test that fails.\n"
+        "2. Make it pass, then run `pytest -q` again.\n"
+        "3. Tidy up while everything stays green.\n\n"
+        "That is the whole loop, and it works for projects of any size."
+    )
+    model.script(Reply(text=reply_markdown, delay=0.1))
+
+    sign_up(page, "ada@example.com")
+    expect(page.locator(".model-badge")).to_have_text(MODEL_NAME)
+    expect(page.locator("#conversation-list")).to_contain_text("No conversations yet")
+    screenshot(page, "1-new-chat")
+
+    send(page, question)
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    partial = wait_for_streaming_text(page, "the plan")
+    screenshot(page, "1-streaming")
+    assert reply_markdown.startswith(partial)
+    assert len(partial) < len(reply_markdown)
+
+    wait_for_status(page, "complete")
+    reply = latest_reply(page)
+    reply_id = reply.get_attribute("id")
+    assert streamed_texts(page, reply_id)[-1] == reply_markdown
+    expect(reply.locator("strong")).to_have_text("the plan")
+    expect(reply.locator("code")).to_have_text("pytest -q")
+    expect(reply.locator("ol > li")).to_have_count(3)
+    rendered_reply = reply.locator(".message-body").inner_text()
+    screenshot(page, "1-complete")
+
+    page.reload()
+    messages = page.locator("#message-list > li")
+    expect(messages).to_have_count(2)
+    expect(messages.nth(0).locator(".message-body")).to_have_text(question)
+    expect(messages.nth(1)).to_have_id(reply_id)
+    assert messages.nth(1).locator(".message-body").inner_text() == rendered_reply
+    # The model may rename the conversation after its first reply, so the entry is found by link.
+    listed = page.locator("#conversation-list a")
+    expect(listed).to_have_count(1)
+    expect(listed).to_have_attribute("href", urlparse(page.url).path)
+    expect(listed).to_have_attribute("aria-current", "page")
+    expect(listed).not_to_have_text("")
+    screenshot(page, "1-after-reload")
+
+
+def test_reloading_mid_reply_picks_up_the_stream_without_gap_or_repeat(
+    page: Page, model: FakeOpenAI
+) -> None:
+    model.script(Reply(text=COUNTING_REPLY, delay=SLOW_TOKEN_SECONDS))
+    sign_up(page, "grace@example.com")
+
+    send(page, "Count to sixty, slowly.")
+    before_reload = wait_for_streaming_text(page, "step 8.")
+    page.reload()
+    after_reload = wait_for_streaming_text(page, "step 16.")
+    screenshot(page, "2-streaming-after-reload")
+    wait_for_status(page, "complete")
+
+    assert len(before_reload) < len(after_reload) < len(COUNTING_REPLY)
+    reply = latest_reply(page)
+    shown_while_streaming = streamed_texts(page, reply.get_attribute("id"))
+    assert all(COUNTING_REPLY.startswith(text) for text in shown_while_streaming)
+    assert shown_while_streaming[-1] == COUNTING_REPLY
+    expect(reply.locator(".message-body")).to_have_text(COUNTING_REPLY)
+
+    page.reload()
+    expect(latest_reply(page).locator(".message-body")).to_have_text(COUNTING_REPLY)
+
+
+def test_stop_keeps_the_partial_reply_and_frees_the_composer(page: Page, model: FakeOpenAI) -> None:
+    model.script(
+        Reply(text=COUNTING_REPLY, delay=SLOW_TOKEN_SECONDS),
+        Reply(text="Fine, I will stop counting."),
+    )
+    sign_up(page, "edsger@example.com")
+
+    send(page, "Count to sixty, slowly.")
+    wait_for_streaming_text(page, "step 5.")
+    expect(page.get_by_role("button", name="Send")).to_be_disabled()
+    page.get_by_role("button", name="Stop").click()
+
+    wait_for_status(page, "stopped")
+    stopped = latest_reply(page)
+    expect(stopped.locator(".message-status")).to_contain_text("Stopped")
+    kept = stopped.locator(".message-body").inner_text()
+    assert "step 5." in kept
+    assert COUNTING_REPLY.startswith(kept)
+    assert len(kept) < len(COUNTING_REPLY)
+    expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    screenshot(page, "3-stopped")
+
+    send(page, "That is enough, thanks.")
+    wait_for_status(page, "complete")
+    expect(latest_reply(page).locator(".message-body")).to_have_text("Fine, I will stop counting.")
+    expect(page.locator("#message-list > li")).to_have_count(4)
+    expect(page.locator("#message-list > li").nth(1).locator(".message-body")).to_have_text(kept)
+
+
+def test_another_users_conversation_is_not_found(
+    new_page: Callable[[], Page], model: FakeOpenAI
+) -> None:
+    secret = "My locker combination is 12-34-56."
+    model.script(Reply(text="Noted, I will keep 12-34-56 to myself."))
+    owner = new_page()
+    sign_up(owner, "owner@example.com")
+    send(owner, secret)
+    wait_for_status(owner, "complete")
+    conversation_path = urlparse(owner.url).path
+
+    intruder = new_page()
+    sign_up(intruder, "intruder@example.com")
+    expect(intruder.locator("#conversation-list")).to_contain_text("No conversations yet")
+    response = intruder.goto(conversation_path)
+    screenshot(intruder, "4-other-users-conversation")
+
+    assert response.status == 404
+    assert "12-34-56" not in intruder.content()
+    socket_outcome = intruder.evaluate(
+        """path => new Promise(resolve => {
+          const received = [];
+          const socket = new WebSocket(`ws://${location.host}/ws${path}`);
+          socket.onmessage = event => received.push(event.data);
+          socket.onopen = () => { socket.close(); resolve({opened: true, received}); };
+          socket.onerror = socket.onclose = () => resolve({opened: false, received});
+        })""",
+        conversation_path,
+    )
+    assert socket_outcome == {"opened": False, "received": []}
+
+
+def test_shift_enter_adds_a_line_and_markup_is_shown_as_text(page: Page, model: FakeOpenAI) -> None:
+    script_line = "<script>alert('user script ran')</script>"
+    image_line = "<img src=x onerror=\"alert('user image ran')\">"
+    reply_text = "Showing it back: <img src=y onerror=\"alert('reply ran')\"> <b>not bold</b>"
+    model.script(Reply(text=reply_text, delay=0.02))
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    sign_up(page, "barbara@example.com")
+    home = page.url
+
+    composer = page.locator("#composer-input")
+    composer.fill(script_line)
+    composer.press("Shift+Enter")
+    expect(composer).to_have_value(script_line + "\n")
+    page.keyboard.type(image_line)
+    expect(page).to_have_url(home)
+    composer.press("Enter")
+
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    wait_for_status(page, "complete")
+    messages = page.locator("#message-list > li")
+    expect(messages).to_have_count(2)
+    expect(messages.nth(0).locator(".message-body")).to_have_text(f"{script_line}\n{image_line}")
+    expect(latest_reply(page).locator(".message-body")).to_have_text(reply_text)
+    screenshot(page, "5-markup-as-text")
+
+    page.reload()
+    expect(messages.nth(0).locator(".message-body")).to_have_text(f"{script_line}\n{image_line}")
+    expect(latest_reply(page).locator(".message-body")).to_have_text(reply_text)
+    expect(page.locator("#message-list").locator("script, img, b")).to_have_count(0)
+    assert dialogs == []
+    assert errors == []
