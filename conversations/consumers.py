@@ -12,6 +12,7 @@ is trimmed and a delta that skips text triggers a sync from the generator instea
 import asyncio
 import json
 import uuid
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -28,14 +29,10 @@ def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None
 
 
 @database_sync_to_async
-def _latest_reply(conversation_id: uuid.UUID) -> Message | None:
+def _latest_message(conversation_id: uuid.UUID) -> Message | None:
     generation.mark_stale_replies_interrupted(conversation_id)
     return (
-        Message.objects.filter(
-            conversation_id=conversation_id,
-            role=Message.Role.ASSISTANT,
-            superseded_by__isnull=True,
-        )
+        Message.objects.filter(conversation_id=conversation_id, superseded_by__isnull=True)
         .order_by("-created_at")
         .first()
     )
@@ -141,9 +138,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         if self.conversation:
             self.watchdog = asyncio.create_task(self._watch_for_dead_generators())
-            reply = await _latest_reply(self.conversation.pk)
-            if reply:
-                await self._resume(reply)
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        """Bring the page up to date: it may have been rendered, or lost its socket, a while ago.
+
+        The page names the last message it shows (`?last=<id>` in the socket URL). If the
+        conversation moved on since, the whole list is sent again; otherwise only the last reply,
+        which may still be streaming.
+        """
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        page_last = (query.get("last") or [""])[0]
+        latest = await _latest_message(self.conversation.pk)
+        if latest and str(latest.pk) != page_last:
+            await self.conversation_refresh({})
+        elif latest and latest.role == Message.Role.ASSISTANT:
+            await self._resume(latest)
 
     async def _resume(self, reply: Message) -> None:
         # The page shows the reply as it was when the page was rendered, and events sent since

@@ -43,6 +43,7 @@ def _chat_context(request: HttpRequest, conversation: Conversation | None) -> di
         "current_conversation_id": conversation.pk if conversation else None,
         "conversations": recent_conversations(request.user.pk),
         "messages": messages,
+        "last_message_id": messages[-1].pk if messages else "",
         "busy": any(m.is_streaming for m in messages),
         "form": MessageForm(),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
