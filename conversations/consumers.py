@@ -9,14 +9,12 @@ Per streaming reply it keeps how much text the page already has, so a delta that
 is trimmed and a delta that skips text triggers a sync from the generator instead of a hole.
 """
 
-import asyncio
 import json
 import uuid
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
@@ -36,17 +34,6 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
         .order_by("-created_at")
         .first()
     )
-
-
-@database_sync_to_async
-def _finished_replies(conversation_id: uuid.UUID, reply_ids: list[str]) -> list[str]:
-    generation.mark_stale_replies_interrupted(conversation_id)
-    still_streaming = set(
-        Message.objects.filter(pk__in=reply_ids, status=Message.Status.STREAMING).values_list(
-            "pk", flat=True
-        )
-    )
-    return [reply_id for reply_id in reply_ids if uuid.UUID(reply_id) not in still_streaming]
 
 
 @database_sync_to_async
@@ -112,7 +99,6 @@ def _render_sidebar(user_id: int, current_id: uuid.UUID | None) -> str:
 
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
-    watchdog: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
 
     async def connect(self) -> None:
@@ -137,7 +123,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.groups_joined = tuple(groups)
         await self.accept()
         if self.conversation:
-            self.watchdog = asyncio.create_task(self._watch_for_dead_generators())
+            generation.ensure_sweeper()
             await self._catch_up()
 
     async def _catch_up(self) -> None:
@@ -166,8 +152,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await generation.request_sync(reply.pk, self.channel_name, len(reply.content))
 
     async def disconnect(self, code: int) -> None:
-        if self.watchdog:
-            self.watchdog.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -175,19 +159,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Nothing is sent over this socket: messages go through POST, which carries CSRF.
         # Answer anything else with an error and keep the stream open.
         await self.send(text_data=json.dumps({"error": "This socket only streams replies."}))
-
-    async def _watch_for_dead_generators(self) -> None:
-        """Finish, on this page, replies whose generator died without saying so.
-
-        A process killed mid-reply never sends `reply.done`; once its heartbeat is older than
-        CHAT_STALE_SECONDS the reply is marked interrupted and shown as such.
-        """
-        while True:
-            await asyncio.sleep(max(1.0, settings.CHAT_STALE_SECONDS / 3))
-            if not self.offsets:
-                continue
-            for reply_id in await _finished_replies(self.conversation.pk, list(self.offsets)):
-                await self.reply_done({"reply_id": reply_id})
 
     async def sidebar_changed(self, event: dict) -> None:
         current_id = self.conversation.pk if self.conversation else None

@@ -173,14 +173,54 @@ def _store_regeneration(conversation: Conversation) -> Message:
     return reply
 
 
-def mark_stale_replies_interrupted(conversation_id: uuid.UUID | None = None) -> int:
-    """Mark replies whose generator stopped beating (a process died) as interrupted."""
+def mark_stale_replies_interrupted(
+    conversation_id: uuid.UUID | None = None,
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Mark replies whose generator stopped beating (its process died) as interrupted.
+
+    Returns the (conversation id, reply id) of each reply marked.
+    """
     stale = Message.objects.filter(
         status=Message.Status.STREAMING, updated_at__lt=stale_streaming_cutoff()
     )
     if conversation_id:
         stale = stale.filter(conversation_id=conversation_id)
-    return stale.update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+    marked = []
+    for conversation_pk, reply_pk in stale.values_list("conversation_id", "pk"):
+        # Re-checked row by row: a reply whose generator beat meanwhile is left alone.
+        if (
+            Message.objects.filter(pk=reply_pk, status=Message.Status.STREAMING)
+            .filter(updated_at__lt=stale_streaming_cutoff())
+            .update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+        ):
+            marked.append((conversation_pk, reply_pk))
+    return marked
+
+
+async def _sweep_forever() -> None:
+    """Every process that serves chats also looks for replies orphaned by a dead process."""
+    interval = max(1.0, settings.CHAT_STALE_SECONDS / 3)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            marked = await database_sync_to_async(mark_stale_replies_interrupted)()
+            for conversation_id, reply_id in marked:
+                await get_channel_layer().group_send(
+                    group_for_conversation(conversation_id),
+                    {"type": "reply.done", "reply_id": str(reply_id)},
+                )
+        except Exception:
+            logger.exception("Sweeping stale replies failed")
+
+
+_sweeper: asyncio.Task | None = None
+
+
+def ensure_sweeper() -> None:
+    global _sweeper
+    loop = asyncio.get_running_loop()
+    if _sweeper is None or _sweeper.done() or _sweeper.get_loop() is not loop:
+        _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
 @database_sync_to_async
@@ -259,6 +299,7 @@ def start(conversation_id: uuid.UUID, reply: Message) -> Generation:
     )
     # A fresh context: the task must not inherit the request's (its sync-to-async executor
     # dies with the request), since the reply outlives the request that started it.
+    ensure_sweeper()
     task = asyncio.get_running_loop().create_task(_run(generation), context=contextvars.Context())
     _running[reply.pk] = (generation, task)
     task.add_done_callback(_forget)
