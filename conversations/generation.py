@@ -340,7 +340,7 @@ async def _publish(generation: Generation) -> None:
     if generation.published >= generation.length:
         return
     text = generation.text
-    start, generation.published = generation.published, len(text)
+    start = generation.published
     await get_channel_layer().group_send(
         group_for_conversation(generation.conversation_id),
         {
@@ -350,6 +350,9 @@ async def _publish(generation: Generation) -> None:
             "text": text[start:],
         },
     )
+    # Only once sent: the publish loop is cancelled at the end of a reply, possibly mid-send,
+    # and the final publish must then send that text again (watchers drop what they have).
+    generation.published = len(text)
 
 
 async def _publish_loop(generation: Generation) -> None:
@@ -378,6 +381,8 @@ async def _control_loop(generation: Generation, channel: str) -> None:
     layer = get_channel_layer()
     while True:
         event = await layer.receive(channel)
+        if event.get("type") == "generation.finished":
+            return
         if event.get("type") == "generation.stop":
             generation.request_stop()
         elif event.get("type") == "generation.sync":
@@ -409,10 +414,10 @@ async def _run(generation: Generation) -> None:
     control_group = group_for_generation(generation.message_id)
     channel = await layer.new_channel()
     await layer.group_add(control_group, channel)
+    control = asyncio.create_task(_control_loop(generation, channel))
     helpers = [
         asyncio.create_task(_publish_loop(generation)),
         asyncio.create_task(_flush_loop(generation)),
-        asyncio.create_task(_control_loop(generation, channel)),
     ]
     started = time.monotonic()
     metadata: dict = {"model": generation.model}
@@ -439,6 +444,7 @@ async def _run(generation: Generation) -> None:
         metadata["error_kind"] = "internal"
     finally:
         await layer.group_discard(control_group, channel)
+        await _end_control_loop(control, channel)
     first_token_at = generation.first_token_at
     metadata["timings"] = {
         "total_seconds": round(time.monotonic() - started, 3),
@@ -515,12 +521,21 @@ async def _auto_title(conversation_id: uuid.UUID, model: str) -> None:
         await announce_sidebar_change(conversation.owner_id)
 
 
+async def _end_control_loop(control: asyncio.Task, channel: str) -> None:
+    # Ended by a message, not by cancellation: with channels-redis, a cancelled receive() can
+    # hang for a long time inside the Redis client, and hold up the reply's final save with it.
+    await get_channel_layer().send(channel, {"type": "generation.finished"})
+    done, _ = await asyncio.wait([control], timeout=5)
+    if not done:
+        control.cancel()
+
+
 async def _store_final(
     generation: Generation, status: str, metadata: dict, helpers: list[asyncio.Task]
 ) -> None:
     for helper in helpers:
         helper.cancel()
-    await asyncio.gather(*helpers, return_exceptions=True)
+    await asyncio.wait(helpers, timeout=5)
     await _publish(generation)
     await _finish(generation.message_id, generation.text, status, metadata)
     await get_channel_layer().group_send(

@@ -119,6 +119,7 @@ async def stream_reply(
     usage: dict = {}
     finish_reason = ""
     reported_model = model
+    answering = False
     try:
         stream = await get_client().chat.completions.create(
             model=model,
@@ -126,6 +127,7 @@ async def stream_reply(
             stream=True,
             stream_options={"include_usage": True},
         )
+        answering = True
         # Leaving this block (normally, on error, or by cancellation) closes the HTTP response,
         # so the provider stops generating and billing.
         async with stream:
@@ -151,6 +153,12 @@ async def stream_reply(
             "The model provider did not answer in time. Try again.", kind="timeout"
         ) from error
     except openai.APIConnectionError as error:
+        if answering:
+            # The SDK reports a connection cut mid-stream as a connection error too, but the
+            # provider was reached: the configuration is fine, the reply broke off.
+            raise ProviderError(
+                "The connection to the model provider broke off mid-reply.", kind="stream"
+            ) from error
         raise ProviderError(
             "Could not reach the model provider. Check OPENAI_BASE_URL and that the server is up.",
             kind="connection",
