@@ -149,7 +149,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("REDIS_PREFIX", "chatsite")},
+            "CONFIG": {
+                # channels-redis waits on BZPOPMIN for 5 s at a time, and redis-py 8 gives up on
+                # any read after 5 s by default: every idle websocket and generation would die.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": env_str("REDIS_PREFIX", "chatsite"),
+            },
         }
     }
     CACHES = {

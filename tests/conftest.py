@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import pytest
+import pytest_asyncio
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
@@ -25,7 +26,12 @@ SITE_ORIGIN = "http://localhost"
 
 @pytest.fixture(autouse=True)
 def fast_replies(settings) -> None:
-    """The offline model streams without pauses, deltas and flushes come quickly."""
+    """The offline model streams without pauses, deltas and flushes come quickly.
+
+    Automatic titles are off: they ask the model in a background task of their own, after the
+    reply, which would consume scripted replies and outlive the test.
+    """
+    settings.CHAT_AUTO_TITLE = False
     settings.CHAT_OFFLINE_TOKEN_DELAY = 0
     settings.CHAT_DELTA_BATCH_SECONDS = 0.005
     settings.CHAT_FLUSH_SECONDS = 0.02
@@ -136,14 +142,10 @@ def fake_openai(settings) -> Iterator[FakeOpenAI]:
 _DELTA = re.compile(
     r'<div hx-swap-oob="beforeend:#message-(?P<id>[0-9a-f-]+)-text">(?P<text>.*?)</div>', re.S
 )
-_STREAMING_BODY = re.compile(
-    r'<div class="message-body streaming" id="message-(?P<id>[0-9a-f-]+)-text">(?P<text>.*?)</div>',
-    re.S,
-)
 
 
 class ChatSocket:
-    """A websocket on a conversation, read the way the htmx ws extension applies it."""
+    """A chat page's websocket, its frames read the way the htmx ws extension applies them."""
 
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.communicator = communicator
@@ -156,25 +158,26 @@ class ChatSocket:
         return frame
 
     async def receive_until_done(self, reply: Message, timeout: float = 10) -> str:
-        """Read frames until the finished reply replaces its streaming placeholder."""
+        """Read frames until one shows the reply finished (complete, stopped, failed)."""
         while True:
             frame = await self.receive(timeout)
-            if is_finished_reply(frame, reply):
+            if shows_finished(frame, reply):
                 return frame
 
     async def receive_until_text(self, reply: Message, timeout: float = 5) -> str:
-        """Read frames until some text of the reply has arrived."""
+        """Read frames until some text of the streaming reply has arrived."""
         while not self.text_of(reply):
             await self.receive(timeout)
         return self.text_of(reply)
 
     def text_of(self, reply: Message) -> str:
-        """The reply's text as the page shows it: a resent prefix, then appended deltas."""
+        """The streaming reply's text as the page shows it: the last copy of the whole reply
+        that a frame carried, then the deltas appended to it since."""
         text = ""
         for frame in self.frames:
-            prefix = _STREAMING_BODY.search(frame)
-            if prefix and prefix["id"] == str(reply.pk) and 'hx-swap-oob="true"' in frame:
-                text = html.unescape(prefix["text"])
+            whole = re.search(rf'id="message-{reply.pk}-text">(.*?)</div>', frame, re.S)
+            if whole:
+                text = html.unescape(whole[1])
             for delta in _DELTA.finditer(frame):
                 if delta["id"] == str(reply.pk):
                     text += html.unescape(delta["text"])
@@ -182,21 +185,34 @@ class ChatSocket:
 
     def delta_count(self, reply: Message) -> int:
         return sum(
-            delta["id"] == str(reply.pk) for frame in self.frames for delta in _DELTA.finditer(frame)
+            delta["id"] == str(reply.pk)
+            for frame in self.frames
+            for delta in _DELTA.finditer(frame)
         )
 
 
-def is_finished_reply(frame: str, reply: Message) -> bool:
-    return (
-        f'id="message-{reply.pk}"' in frame
-        and 'hx-swap-oob="true"' in frame
-        and "status-streaming" not in frame
-    )
+def shows_finished(frame: str, reply: Message) -> bool:
+    """Whether the frame carries the reply, rendered in a final (not streaming) state."""
+    tag = re.search(rf'<li id="message-{reply.pk}"[^>]*>', frame)
+    return bool(tag) and "status-streaming" not in tag[0]
 
 
-@pytest.fixture
+async def websocket_path(conversation: Conversation, client: Client | None) -> str:
+    """The socket URL the conversation page tells htmx to open, as `client` sees the page."""
+    if client is not None:
+        browser = AsyncClient()
+        browser.cookies = client.cookies
+        response = await browser.get(conversation.get_absolute_url())
+        found = re.search(r'ws-connect="([^"]+)"', response.content.decode())
+        if response.status_code == 200 and found:
+            return html.unescape(found[1])
+    return f"/ws/c/{conversation.pk}/"
+
+
+@pytest_asyncio.fixture
 async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
-    """Open websockets on conversations as a logged-in browser would; all closed at teardown."""
+    """Open a conversation page's websocket as a browser would: the URL the page names, the
+    page's Origin, the session cookie. Every socket opened is disconnected at teardown."""
     sockets: list[ChatSocket] = []
 
     async def open_(
@@ -207,14 +223,12 @@ async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
     ) -> ChatSocket:
         headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
         if client is not None:
-            session_cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-            cookie = f"{django_settings.SESSION_COOKIE_NAME}={session_cookie}"
+            cookie_name = django_settings.SESSION_COOKIE_NAME
+            cookie = f"{cookie_name}={client.cookies[cookie_name].value}"
             headers.append((b"cookie", cookie.encode()))
-        communicator = WebsocketCommunicator(
-            application, f"/ws/c/{conversation.pk}/", headers=headers
-        )
-        socket = ChatSocket(communicator)
-        socket.connected, _ = await communicator.connect()
+        path = await websocket_path(conversation, client)
+        socket = ChatSocket(WebsocketCommunicator(application, path, headers=headers))
+        socket.connected, _ = await socket.communicator.connect()
         sockets.append(socket)
         return socket
 

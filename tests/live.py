@@ -87,7 +87,7 @@ class Daphne:
                     "-p",
                     str(self.port),
                     "chatsite.asgi:application",
-                ],  # fmt: skip
+                ],
                 cwd=ROOT,
                 env=self.env,
                 stdout=output,

@@ -85,7 +85,9 @@ def fake_model() -> Iterator[FakeOpenAI]:
 def model(fake_model: FakeOpenAI) -> FakeOpenAI:
     """The fake model, with nothing left over from another test."""
     fake_model.reset()
-    fake_model.default = Reply(text="Hello! This is the fake model's default reply.")
+    # Tests script the replies they read; the default answers the rest, such as the
+    # request for a conversation title that may follow a first reply.
+    fake_model.default = Reply(text="A chat with the fake model")
     return fake_model
 
 

@@ -109,9 +109,7 @@ class TestConversations:
         assert len(listed) == SIDEBAR_LIMIT
         assert listed == sorted(listed, key=lambda c: c.updated_at, reverse=True)
 
-    def test_deleting_a_user_deletes_their_conversations_and_messages(
-        self, alice, conversation
-    ):
+    def test_deleting_a_user_deletes_their_conversations_and_messages(self, alice, conversation):
         alice.delete()
 
         assert not Conversation.objects.exists()
