@@ -20,7 +20,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx2
-import pytest
 import websockets
 from django.conf import settings
 
@@ -41,7 +40,7 @@ def database_url() -> str:
         host = database.get("HOST") or "localhost"
         port = f":{database['PORT']}" if database.get("PORT") else ""
         return f"postgres://{credentials}@{host}{port}/{quote(database['NAME'], safe='')}"
-    pytest.fail(f"No way to share a {engine} database with daphne")
+    raise RuntimeError(f"No way to share a {engine} database with daphne")
 
 
 def free_port() -> int:
@@ -96,13 +95,13 @@ class Daphne:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                pytest.fail(f"daphne {self.name} exited:\n{self.log.read_text()}")
+                raise RuntimeError(f"daphne {self.name} exited:\n{self.log.read_text()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
             except OSError:
                 time.sleep(0.1)
-        pytest.fail(f"daphne {self.name} did not listen:\n{self.log.read_text()}")
+        raise RuntimeError(f"daphne {self.name} did not listen:\n{self.log.read_text()}")
 
     def kill(self) -> None:
         """SIGKILL: the process dies mid-work, with no chance to clean up."""
