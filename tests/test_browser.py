@@ -10,24 +10,19 @@ event loop runs in this thread, so the Django ORM would refuse to work here anyw
 
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.live import ARTIFACTS, Daphne
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -36,7 +31,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-DAPHNE = [sys.executable, "-m", "daphne"]
 MODEL_NAME = "fake-model-for-browser-tests"
 MODEL_API_KEY = "sk-browser-tests"
 PASSWORD = "correct-horse-battery-staple-42"
@@ -91,41 +85,6 @@ def model(fake_model: FakeOpenAI) -> FakeOpenAI:
     return fake_model
 
 
-def _database_url() -> str:
-    """The test database that pytest-django created, as a DATABASE_URL for another process."""
-    database = settings.DATABASES["default"]
-    engine = database["ENGINE"]
-    if engine == "django.db.backends.sqlite3":
-        return f"sqlite:///{Path(database['NAME']).resolve()}"
-    if engine == "django.db.backends.postgresql":
-        credentials = quote(database["USER"], safe="")
-        if database.get("PASSWORD"):
-            credentials += ":" + quote(database["PASSWORD"], safe="")
-        host = database.get("HOST") or "localhost"
-        port = f":{database['PORT']}" if database.get("PORT") else ""
-        return f"postgres://{credentials}@{host}{port}/{quote(database['NAME'], safe='')}"
-    pytest.fail(f"The browser tests do not know how to share a {engine} database with daphne")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"daphne exited with code {process.returncode}:\n{log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"daphne did not accept connections on port {port}:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def chat_server(
     django_db_setup: None, chromium_path: Path, fake_model: FakeOpenAI
@@ -137,44 +96,17 @@ def chat_server(
     """
     if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
         pytest.fail("Static files are not collected: run `python3 dev.py test`")
-    ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DEBUG", "OPENAI_API_KEY", "OPENAI_BASE_URL"}
+        "OPENAI_BASE_URL": fake_model.base_url,
+        "OPENAI_API_KEY": MODEL_API_KEY,
+        "OPENAI_MAX_RETRIES": "0",
+        "CHAT_DEFAULT_MODEL": MODEL_NAME,
+        # Titles ask the model in the background, racing the scripted replies; they have
+        # tests of their own (test_live_updates).
+        "CHAT_AUTO_TITLE": "0",
     }
-    env.update(
-        DJANGO_SETTINGS_MODULE="chatsite.settings",
-        DATABASE_URL=_database_url(),
-        SECRET_KEY=settings.SECRET_KEY,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        OPENAI_BASE_URL=fake_model.base_url,
-        OPENAI_API_KEY=MODEL_API_KEY,
-        OPENAI_MAX_RETRIES="0",
-        CHAT_DEFAULT_MODEL=MODEL_NAME,
-    )
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    log = ARTIFACTS / "daphne.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_listening(process, port, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with Daphne("browser", **env) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -438,3 +370,76 @@ def test_shift_enter_adds_a_line_and_markup_is_shown_as_text(page: Page, model: 
     expect(page.locator("#message-list").locator("script, img, b")).to_have_count(0)
     assert dialogs == []
     assert errors == []
+
+
+def test_regenerate_and_edit_keep_earlier_versions(page: Page, model: FakeOpenAI) -> None:
+    model.script(
+        Reply(text="First answer."),
+        Reply(text="Second answer, slowly written " + "word " * 40, delay=0.05),
+        Reply(text="Answer to the edited question."),
+    )
+    sign_up(page, "alan@example.com")
+    send(page, "Original question")
+    wait_for_status(page, "complete")
+    expect(latest_reply(page).locator(".message-body")).to_have_text("First answer.")
+
+    page.get_by_role("button", name="Regenerate").click()
+    wait_for_streaming_text(page, "Second")
+    # While it streams, neither Regenerate nor Edit is offered.
+    expect(page.get_by_role("button", name="Regenerate")).to_be_hidden()
+    expect(page.get_by_role("button", name="Edit")).to_be_hidden()
+    wait_for_status(page, "complete")
+    reply = latest_reply(page)
+    expect(reply.locator(".message-body").first).to_contain_text("Second answer, slowly written")
+    versions = reply.locator(".message-versions")
+    expect(versions.locator("summary")).to_have_text("1 earlier version")
+    versions.locator("summary").click()
+    expect(versions.locator(".message-version")).to_have_text("First answer.")
+    screenshot(page, "6-regenerated")
+
+    page.get_by_role("button", name="Edit").click()
+    editor = page.get_by_label("Edit your message")
+    expect(editor).to_be_focused()
+    editor.fill("Edited question")
+    page.get_by_role("button", name="Save and send").click()
+    wait_for_status(page, "complete")
+    messages = page.locator("#message-list > li")
+    expect(messages).to_have_count(2)
+    expect(messages.nth(0).locator(".message-body").first).to_have_text("Edited question")
+    expect(messages.nth(1).locator(".message-body").first).to_have_text(
+        "Answer to the edited question."
+    )
+    expect(messages.nth(1).locator(".message-versions summary")).to_have_text("2 earlier versions")
+    screenshot(page, "6-edited")
+
+    page.reload()
+    expect(messages.nth(0).locator(".message-versions summary")).to_have_text("1 earlier version")
+    expect(messages.nth(1).locator(".message-versions summary")).to_have_text("2 earlier versions")
+
+
+def test_a_second_tab_watches_the_same_reply_and_sees_the_list_change(
+    browser: Browser, chat_server: str, model: FakeOpenAI
+) -> None:
+    model.script(Reply(text=COUNTING_REPLY, delay=SLOW_TOKEN_SECONDS))
+    context = browser.new_context(base_url=chat_server, viewport={"width": 1100, "height": 800})
+    context.set_default_timeout(10_000)
+    context.add_init_script(RECORD_STREAMED_TEXT)
+    first, second = context.new_page(), context.new_page()
+    sign_up(first, "tabs@example.com")
+    second.goto("/")
+
+    send(first, "Count to sixty, slowly.")
+    expect(first).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"))
+    # The other tab, still on the new-chat page, lists the new conversation at once.
+    expect(second.locator("#conversation-list a")).to_have_count(1)
+    second.locator("#conversation-list a").click()
+    wait_for_streaming_text(second, "step 20.")
+    wait_for_status(first, "complete")
+    wait_for_status(second, "complete")
+    for tab in (first, second):
+        reply = latest_reply(tab)
+        shown = streamed_texts(tab, reply.get_attribute("id"))
+        assert all(COUNTING_REPLY.startswith(text) for text in shown)
+        expect(reply.locator(".message-body")).to_have_text(COUNTING_REPLY)
+    screenshot(second, "7-second-tab")
+    context.close()
