@@ -249,6 +249,8 @@ CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
 CHAT_AUTO_TITLE = env_bool("CHAT_AUTO_TITLE", True)
 # Limits and cadences of a streamed reply.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
+# A chat page shows this many of the newest messages; older ones load on demand.
+CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)

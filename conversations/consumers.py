@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
@@ -60,7 +61,7 @@ def _render_turn(conversation: Conversation, reply_id: str) -> str:
 @database_sync_to_async
 def _render_conversation(conversation: Conversation) -> tuple[str, Message | None]:
     """The whole message list, after an edit or a regeneration rewrote its end."""
-    messages = current_messages(conversation)
+    messages = current_messages(conversation, limit=settings.CHAT_PAGE_MESSAGES)
     streaming = next((m for m in messages if m.is_streaming), None)
     html = render_to_string(
         "conversations/stream/refresh.html",

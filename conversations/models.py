@@ -6,6 +6,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from .rendering import render_markdown_cached
+
 TITLE_MAX_LENGTH = 200
 
 
@@ -120,15 +122,33 @@ def stale_streaming_cutoff():
 SIDEBAR_LIMIT = 50
 
 
-def current_messages(conversation: Conversation) -> list[Message]:
-    """The conversation as it stands, each message carrying its earlier versions (two queries)."""
-    messages = list(conversation.messages.filter(superseded_by__isnull=True).order_by("created_at"))
+class MessagePage(list):
+    """A run of a conversation's current messages, oldest first, and whether older ones exist."""
+
+    has_earlier: bool = False
+
+
+def current_messages(
+    conversation: Conversation, *, before: "Message | None" = None, limit: int | None = None
+) -> MessagePage:
+    """The conversation as it stands: its newest `limit` messages (all when None), or those
+    before `before`, each carrying its earlier versions. Three queries whatever the length."""
+    current = conversation.messages.filter(superseded_by__isnull=True)
+    if before is not None:
+        current = current.filter(created_at__lt=before.created_at)
+    newest_first = current.order_by("-created_at")
+    rows = list(newest_first if limit is None else newest_first[: limit + 1])
+    page = MessagePage(reversed(rows[:limit] if limit is not None else rows))
+    page.has_earlier = limit is not None and len(rows) > limit
     earlier: dict[uuid.UUID, list[Message]] = {}
-    for old in conversation.messages.filter(superseded_by__isnull=False).order_by("created_at"):
+    for old in Message.objects.filter(superseded_by__in=[m.pk for m in page]).order_by(
+        "created_at"
+    ):
         earlier.setdefault(old.superseded_by_id, []).append(old)
-    for message in messages:
+    for message in page:
         message.versions = earlier.get(message.pk, [])
-    return messages
+    render_markdown_cached([*page, *(old for olds in earlier.values() for old in olds)])
+    return page
 
 
 def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conversation]:

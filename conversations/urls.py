@@ -7,6 +7,7 @@ urlpatterns = [
     path("c/new/", views.start_conversation, name="conversation_start"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:conversation_id>/messages/", views.send_message, name="message_send"),
+    path("c/<uuid:conversation_id>/earlier/", views.earlier_messages, name="earlier_messages"),
     path("c/<uuid:conversation_id>/stop/", views.stop_reply, name="reply_stop"),
     path("c/<uuid:conversation_id>/regenerate/", views.regenerate_reply, name="reply_regenerate"),
     path(

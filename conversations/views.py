@@ -4,7 +4,7 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -37,7 +37,9 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID)
 
 
 def _chat_context(request: HttpRequest, conversation: Conversation | None) -> dict:
-    messages = current_messages(conversation) if conversation else []
+    messages = (
+        current_messages(conversation, limit=settings.CHAT_PAGE_MESSAGES) if conversation else []
+    )
     return {
         "conversation": conversation,
         "current_conversation_id": conversation.pk if conversation else None,
@@ -61,6 +63,20 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     conversation = _get_conversation_for_user(request, conversation_id)
     generation.mark_stale_replies_interrupted(conversation.pk)
     return render(request, CHAT_TEMPLATE, _chat_context(request, conversation))
+
+
+@login_required
+def earlier_messages(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The run of messages before `?before=<message id>`, for "Show earlier messages"."""
+    conversation = _get_conversation_for_user(request, conversation_id)
+    try:
+        before_id = uuid.UUID(request.GET.get("before", ""))
+    except ValueError:
+        raise Http404("No such message.") from None
+    before = get_object_or_404(conversation.messages, pk=before_id, superseded_by__isnull=True)
+    messages = current_messages(conversation, before=before, limit=settings.CHAT_PAGE_MESSAGES)
+    context = {"conversation": conversation, "messages": messages}
+    return render(request, f"{CHAT_TEMPLATE}#message-run", context)
 
 
 def _composer(
