@@ -74,13 +74,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before WhiteNoise, so that static files carry these headers too.
+    "chatsite.middleware.content_security_policy",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
@@ -140,11 +142,18 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # A SQLite "connection" is a file handle in this process, not a server resource: keep it,
+    # rather than reopening the file for every query run from async code.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channels and cache: Redis when REDIS_URL is set, in-process otherwise (one process only).
 REDIS_URL = env_str("REDIS_URL")
+# Messages a websocket's channel may hold before new ones are dropped (the default is 100, about
+# three seconds of reply text for a page that falls behind). Watchers recover from drops, but
+# fewer is better.
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -152,8 +161,17 @@ if REDIS_URL:
             "CONFIG": {
                 # channels-redis waits on BZPOPMIN for 5 s at a time, and redis-py 8 gives up on
                 # any read after 5 s by default: every idle websocket and generation would die.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # redis-py 8 caps a pool at 100 connections and fails past that, while every
+                # streaming reply and every open page may have a command in flight.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
+                    }
+                ],
                 "prefix": env_str("REDIS_PREFIX", "chatsite"),
+                "capacity": CHANNEL_CAPACITY,
             },
         }
     }
@@ -165,7 +183,12 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTH_USER_MODEL = "accounts.User"
@@ -226,14 +249,20 @@ STORAGES = {
     },
 }
 
-# Security. Behind a TLS-terminating proxy set SECURE_COOKIES=1 (and SECURE_SSL_REDIRECT=1).
+# Security. Behind a TLS-terminating proxy set SECURE_COOKIES=1 (and SECURE_SSL_REDIRECT=1);
+# README lists the whole production profile, which `manage.py check --deploy` passes.
 SECURE_COOKIES = env_bool("SECURE_COOKIES")
 SESSION_COOKIE_SECURE = SECURE_COOKIES
 CSRF_COOKIE_SECURE = SECURE_COOKIES
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
 if env_bool("BEHIND_TLS_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Every request arrives from the proxy's address: login rate limits per IP would count all
+    # users as one. The proxy appends the client's address to X-Forwarded-For; trust that hop.
+    ALLAUTH_TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
@@ -249,6 +278,9 @@ CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
 CHAT_AUTO_TITLE = env_bool("CHAT_AUTO_TITLE", True)
 # Limits and cadences of a streamed reply.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
+# A form-encoded character takes up to 12 bytes (4 UTF-8 bytes, each sent as %XX): the longest
+# message allowed must fit in a request body, whatever its script.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, 12 * CHAT_MAX_MESSAGE_CHARS + 65_536)
 # A chat page shows this many of the newest messages; older ones load on demand.
 CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)

@@ -9,6 +9,7 @@ Per streaming reply it keeps how much text the page already has, so a delta that
 is trimmed and a delta that skips text triggers a sync from the generator instead of a hole.
 """
 
+import asyncio
 import json
 import uuid
 from urllib.parse import parse_qs
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
-from .models import Conversation, Message, current_messages, recent_conversations
+from .models import Conversation, Message, current_messages
 
 
 @database_sync_to_async
@@ -38,7 +39,18 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
 
 
 @database_sync_to_async
-def _render_turn(conversation: Conversation, reply_id: str) -> str:
+def _finished_replies(reply_ids: list[str]) -> list[str]:
+    streaming = {
+        str(pk)
+        for pk in Message.objects.filter(
+            pk__in=reply_ids, status=Message.Status.STREAMING
+        ).values_list("pk", flat=True)
+    }
+    return [reply_id for reply_id in reply_ids if reply_id not in streaming]
+
+
+@database_sync_to_async
+def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     question = (
         conversation.messages.filter(
@@ -48,7 +60,7 @@ def _render_turn(conversation: Conversation, reply_id: str) -> str:
         .first()
     )
     conversation.refresh_from_db(fields=["title", "updated_at"])
-    return render_to_string(
+    html = render_to_string(
         "conversations/stream/turn.html",
         {
             "messages": [m for m in (question, reply) if m],
@@ -56,6 +68,7 @@ def _render_turn(conversation: Conversation, reply_id: str) -> str:
             "conversation": conversation,
         },
     )
+    return html, reply
 
 
 @database_sync_to_async
@@ -71,13 +84,14 @@ def _render_conversation(conversation: Conversation) -> tuple[str, Message | Non
 
 
 @database_sync_to_async
-def _render_reply(conversation: Conversation, reply_id: str) -> str:
+def _render_reply(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     reply.versions = list(reply.earlier_versions.order_by("created_at"))
-    return render_to_string(
+    html = render_to_string(
         "conversations/stream/reply.html",
         {"message": reply, "busy": reply.is_streaming, "conversation": conversation},
     )
+    return html, reply
 
 
 @database_sync_to_async
@@ -86,20 +100,9 @@ def _render_title(conversation: Conversation) -> str:
     return render_to_string("conversations/stream/title.html", {"conversation": conversation})
 
 
-@database_sync_to_async
-def _render_sidebar(user_id: int, current_id: uuid.UUID | None) -> str:
-    return render_to_string(
-        "conversations/chat.html#conversation-list",
-        {
-            "conversations": recent_conversations(user_id),
-            "current_conversation_id": current_id,
-            "oob": True,
-        },
-    )
-
-
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
+    reconciler: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
 
     async def connect(self) -> None:
@@ -108,7 +111,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not user.is_authenticated:
             await self.close()
             return
-        self.user_id = user.pk
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
         groups = [generation.group_for_user(user.pk)]
         if conversation_id:
@@ -125,6 +127,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.accept()
         if self.conversation:
             generation.ensure_sweeper()
+            self.reconciler = asyncio.create_task(self._reconcile_forever())
             await self._catch_up()
 
     async def _catch_up(self) -> None:
@@ -144,15 +147,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _resume(self, reply: Message) -> None:
         # The page shows the reply as it was when the page was rendered, and events sent since
-        # are lost to it. Resend the reply as stored now; if it is still streaming, take that
-        # prefix's length as our offset and ask the generator for everything after it.
+        # are lost to it. Resend the reply as stored now; if it is still streaming, ask the
+        # generator for everything after the prefix just sent.
+        await self._send_rendered(*await _render_reply(self.conversation, str(reply.pk)))
+        offset = self.offsets.get(str(reply.pk))
+        if offset is not None:
+            await generation.request_sync(reply.pk, self.channel_name, offset)
+
+    async def _send_rendered(self, html: str, reply: Message) -> None:
+        """Send a fragment that shows `reply` whole, and remember how much of it the page has.
+
+        The text was read from the database when the fragment was rendered, which may be later
+        than the event that asked for it: deltas are counted from what was actually sent.
+        """
         if reply.is_streaming:
             self.offsets[str(reply.pk)] = len(reply.content)
-        await self.send(text_data=await _render_reply(self.conversation, str(reply.pk)))
-        if reply.is_streaming:
-            await generation.request_sync(reply.pk, self.channel_name, len(reply.content))
+        else:
+            self.offsets.pop(str(reply.pk), None)
+        await self.send(text_data=html)
+
+    async def _reconcile_forever(self) -> None:
+        """Every few seconds, make sure each reply this page shows as streaming still is.
+
+        The channel layer may drop messages (a full channel), including the one saying a reply
+        is done, and a generator that died sends none: the database has the last word.
+        """
+        while True:
+            await asyncio.sleep(max(1.0, settings.CHAT_STALE_SECONDS / 3))
+            if self.offsets:
+                for reply_id in await _finished_replies(list(self.offsets)):
+                    await self.reply_done({"reply_id": reply_id})
 
     async def disconnect(self, code: int) -> None:
+        if self.reconciler:
+            self.reconciler.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -162,12 +190,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps({"error": "This socket only streams replies."}))
 
     async def sidebar_changed(self, event: dict) -> None:
-        current_id = self.conversation.pk if self.conversation else None
-        await self.send(text_data=await _render_sidebar(self.user_id, current_id))
+        await self.send(text_data=event["html"])
 
     async def conversation_turn(self, event: dict) -> None:
-        self.offsets.setdefault(event["reply_id"], 0)
-        await self.send(text_data=await _render_turn(self.conversation, event["reply_id"]))
+        await self._send_rendered(*await _render_turn(self.conversation, event["reply_id"]))
 
     async def conversation_refresh(self, event: dict) -> None:
         html, streaming = await _render_conversation(self.conversation)
@@ -196,5 +222,4 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def reply_done(self, event: dict) -> None:
-        self.offsets.pop(event["reply_id"], None)
-        await self.send(text_data=await _render_reply(self.conversation, event["reply_id"]))
+        await self._send_rendered(*await _render_reply(self.conversation, event["reply_id"]))

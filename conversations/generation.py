@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import provider
+from . import fragments, provider
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -287,8 +287,11 @@ async def _announce(conversation: Conversation, event: str, reply: Message) -> N
 
 
 async def announce_sidebar_change(owner_id: int) -> None:
-    """Tell every open page of this user to redraw its conversation list."""
-    await get_channel_layer().group_send(group_for_user(owner_id), {"type": "sidebar.changed"})
+    """Send every open page of this user its new conversation list."""
+    html = await database_sync_to_async(fragments.conversation_list)(owner_id)
+    await get_channel_layer().group_send(
+        group_for_user(owner_id), {"type": "sidebar.changed", "html": html}
+    )
 
 
 def start(conversation_id: uuid.UUID, reply: Message) -> Generation:
@@ -530,12 +533,25 @@ async def _end_control_loop(control: asyncio.Task, channel: str) -> None:
         control.cancel()
 
 
+async def _cancel_and_wait(tasks: list[asyncio.Task], give_up_after: float) -> None:
+    """Cancel the tasks and wait for them to end, cancelling again any that carry on.
+
+    On Python 3.11, asyncio.wait_for() swallows a cancellation that arrives just as its awaitable
+    finishes (CPython gh-86296, fixed in 3.12), and redis-py wraps every command it sends in
+    wait_for(): a helper cancelled mid-publish can simply keep running.
+    """
+    deadline = time.monotonic() + give_up_after
+    pending = {task for task in tasks if not task.done()}
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)
+
+
 async def _store_final(
     generation: Generation, status: str, metadata: dict, helpers: list[asyncio.Task]
 ) -> None:
-    for helper in helpers:
-        helper.cancel()
-    await asyncio.wait(helpers, timeout=5)
+    await _cancel_and_wait(helpers, give_up_after=5)
     await _publish(generation)
     await _finish(generation.message_id, generation.text, status, metadata)
     await get_channel_layer().group_send(

@@ -75,6 +75,12 @@ def get_client() -> openai.AsyncOpenAI:
     )
 
 
+def _storable(text: str) -> str:
+    """Text from the provider as the database can keep it: PostgreSQL refuses NUL characters
+    (in text and in JSON alike), and one in a reply would lose the whole reply."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _status_error_message(error: openai.APIStatusError) -> ProviderError:
     status = error.status_code
     if status == 401:
@@ -103,7 +109,7 @@ def _status_error_message(error: openai.APIStatusError) -> ProviderError:
             kind="server",
         )
     return ProviderError(
-        f"The model provider refused the request (HTTP {status}): {error.message}",
+        f"The model provider refused the request (HTTP {status}): {_storable(error.message)}",
         kind="request",
     )
 
@@ -132,7 +138,7 @@ async def stream_reply(
         # so the provider stops generating and billing.
         async with stream:
             async for chunk in stream:
-                reported_model = chunk.model or reported_model
+                reported_model = _storable(chunk.model) if chunk.model else reported_model
                 if chunk.usage:
                     usage = {
                         "prompt_tokens": chunk.usage.prompt_tokens,
@@ -143,9 +149,9 @@ async def stream_reply(
                     continue
                 choice = chunk.choices[0]
                 if choice.delta and choice.delta.content:
-                    yield choice.delta.content
+                    yield _storable(choice.delta.content)
                 if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+                    finish_reason = _storable(choice.finish_reason)
     except openai.APIStatusError as error:
         raise _status_error_message(error) from error
     except openai.APITimeoutError as error:
@@ -166,7 +172,8 @@ async def stream_reply(
     except openai.APIError as error:
         # An error event inside an otherwise healthy stream.
         raise ProviderError(
-            f"The model provider reported an error mid-reply: {error.message}", kind="stream"
+            f"The model provider reported an error mid-reply: {_storable(error.message)}",
+            kind="stream",
         ) from error
     except httpx2.TimeoutException as error:
         raise ProviderError(

@@ -47,6 +47,19 @@
       }
     }
   });
+  // The conversation list arrives rendered once for all of a user's tabs: mark this tab's own.
+  function markCurrentConversation() {
+    var links = document.querySelectorAll("#conversation-list a");
+    for (var i = 0; i < links.length; i++) {
+      if (links[i].getAttribute("href") === window.location.pathname) {
+        links[i].setAttribute("aria-current", "page");
+      } else {
+        links[i].removeAttribute("aria-current");
+      }
+    }
+  }
+  document.addEventListener("htmx:wsAfterMessage", markCurrentConversation);
+
   // An Edit form that htmx just swapped in takes the focus, with the caret at the end.
   document.addEventListener("htmx:load", function (event) {
     var edit = event.detail.elt.querySelector && event.detail.elt.querySelector(".message-edit textarea");

@@ -1,0 +1,14 @@
+"""HTML fragments pushed to open pages, rendered once per event rather than once per page."""
+
+from django.template.loader import render_to_string
+
+from .models import recent_conversations
+
+
+def conversation_list(owner_id: int) -> str:
+    """The sidebar's conversation list, swapped in by id. Which entry is the current page is
+    marked in the browser (static/js/chat.js), so one rendering serves every open tab."""
+    return render_to_string(
+        "conversations/chat.html#conversation-list",
+        {"conversations": recent_conversations(owner_id), "oob": True},
+    )
