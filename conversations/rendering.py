@@ -2,6 +2,7 @@
 
 import hashlib
 
+import markdown_it
 import nh3
 from django.core.cache import cache
 from django.utils.safestring import SafeString, mark_safe
@@ -44,10 +45,27 @@ def render_markdown(text: str) -> SafeString:
 RENDERED_CACHE_SECONDS = 60 * 60 * 24 * 7
 
 
+# Changes whenever what rendering produces may change (allowlists, library versions), so HTML
+# cached by an older release is never served by a newer one.
+_RENDERER_VERSION = hashlib.blake2b(
+    repr(
+        (
+            sorted(ALLOWED_TAGS),
+            sorted((tag, sorted(attrs)) for tag, attrs in ALLOWED_ATTRIBUTES.items()),
+            sorted(ALLOWED_URL_SCHEMES),
+            markdown_it.__version__,
+            nh3.__version__ if hasattr(nh3, "__version__") else "",
+        )
+    ).encode(),
+    digest_size=4,
+).hexdigest()
+
+
 def _cache_key(text: str) -> str:
     # Keyed by the text itself: the same text always renders the same, and a changed text
     # can never be served stale HTML.
-    return "md1:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return f"md:{_RENDERER_VERSION}:{digest}"
 
 
 def render_markdown_cached(messages) -> None:

@@ -1,0 +1,380 @@
+"""Deployment: the production profile README documents passes `check --deploy` and serves
+HTTPS-only responses; every response carries the security headers and a Content Security
+Policy without inline scripts; and the pages, the chat with its websocket and the admin work
+under that policy in a real browser, with no violation reported.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from django.conf import settings
+from django.templatetags.static import static
+from django.test import Client
+from django.urls import reverse
+from playwright.sync_api import expect, sync_playwright
+
+from accounts.models import User
+from conversations.models import Message
+from tests.conftest import PASSWORD
+from tests.live import Daphne
+from tests.xss import executable_markup, parse
+
+ROOT = Path(settings.BASE_DIR)
+CHROMIUM = Path("/usr/bin/chromium")
+# Loaded CI machines can take seconds over a reply, however short.
+REPLY_TIMEOUT_MS = 20_000
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --------------------------------------------------------------------------- #
+# The production profile, as README documents it
+# --------------------------------------------------------------------------- #
+
+
+def documented_exports() -> list[str]:
+    """The `export` lines of README's production example."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Running in production", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    exports = [line for line in block.splitlines() if line.startswith("export ")]
+    assert exports, "README's production example exports no settings"
+    return exports
+
+
+def documented_settings() -> dict[str, str]:
+    """The profile's plain values (those that need no shell to compute)."""
+    values = {}
+    for line in documented_exports():
+        for word in shlex.split(line)[1:]:
+            name, _, value = word.partition("=")
+            if "$(" not in value:
+                values[name] = value
+    return values
+
+
+def run_in_production_profile(*command: str) -> subprocess.CompletedProcess:
+    """Run a command in a shell that has run README's export lines, and nothing else."""
+    script = "\n".join([*documented_exports(), 'exec "$@"'])
+    return subprocess.run(
+        ["bash", "-c", script, "production", *command],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_documented_production_profile_passes_check_deploy() -> None:
+    result = run_in_production_profile(
+        sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+    assert "WARNINGS" not in result.stdout + result.stderr
+
+
+def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_forwards() -> None:
+    report = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.SECURE_PROXY_SSL_HEADER, settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
+    )
+
+    result = run_in_production_profile(sys.executable, "-c", report)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["('HTTP_X_FORWARDED_PROTO',", "'https')", "1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_in_the_production_profile_serves_https_only() -> None:
+    hardening = {
+        name: value
+        for name, value in documented_settings().items()
+        if name.startswith("SECURE_") or name in {"BEHIND_TLS_PROXY", "TRUSTED_PROXY_COUNT"}
+    }
+    assert hardening["SECURE_SSL_REDIRECT"] == "1"
+
+    with Daphne("production-profile", **hardening) as server:
+        plain = httpx2.get(f"{server.url}/accounts/login/")
+        proxied = httpx2.get(
+            f"{server.url}/accounts/login/", headers={"X-Forwarded-Proto": "https"}
+        )
+
+    assert plain.status_code == 301
+    assert plain.headers["Location"].startswith("https://")
+    assert proxied.status_code == 200
+    hsts = proxied.headers["Strict-Transport-Security"]
+    assert f"max-age={hardening['SECURE_HSTS_SECONDS']}" in hsts
+    assert "includeSubDomains" in hsts
+    assert "preload" in hsts
+    csrf_cookie = proxied.headers["Set-Cookie"]
+    assert csrf_cookie.startswith(f"{settings.CSRF_COOKIE_NAME}=")
+    assert "; Secure" in csrf_cookie
+    assert "Content-Security-Policy" in proxied.headers
+
+
+# --------------------------------------------------------------------------- #
+# Headers and the Content Security Policy
+# --------------------------------------------------------------------------- #
+
+
+def policy(response) -> dict[str, list[str]]:
+    directives = {}
+    for directive in response["Content-Security-Policy"].split(";"):
+        name, *sources = directive.split()
+        directives[name] = sources
+    return directives
+
+
+@pytest.fixture
+def staff(db) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("staff@example.com", PASSWORD))
+    return client
+
+
+@pytest.mark.django_db
+def test_every_kind_of_response_carries_the_security_headers(
+    alice_client, staff, conversation, client
+) -> None:
+    responses = {
+        "chat page": alice_client.get(conversation.get_absolute_url()),
+        "htmx fragment": alice_client.post(
+            reverse("message_send", args=[conversation.pk]), {"text": ""}
+        ),
+        "sign-in page": client.get(reverse("account_login")),
+        "redirect to sign in": client.get(reverse("home")),
+        "not found": alice_client.get("/no/such/page/"),
+        "static file": client.get(static("css/app.css")),
+        "admin page": staff.get(reverse("admin:conversations_conversation_changelist")),
+        "CSRF failure": Client(enforce_csrf_checks=True).post(reverse("account_login")),
+    }
+
+    for kind, response in responses.items():
+        assert response.status_code < 500, kind
+        assert response["X-Content-Type-Options"] == "nosniff", kind
+        assert response["Referrer-Policy"] == "same-origin", kind
+        assert response["X-Frame-Options"] == "DENY", kind
+        assert response["Cross-Origin-Opener-Policy"] == "same-origin", kind
+        directives = policy(response)
+        assert directives["default-src"] == ["'self'"], kind
+        assert directives["script-src"] == ["'self'"], kind
+        assert directives["style-src"] == ["'self'"], kind
+        assert directives["connect-src"] == ["'self'"], kind
+        assert set(directives["img-src"]) <= {"'self'", "data:"}, kind
+        assert directives["object-src"] == ["'none'"], kind
+        assert directives["frame-ancestors"] == ["'none'"], kind
+        assert directives["base-uri"] == ["'none'"], kind
+        assert directives["form-action"] == ["'self'"], kind
+        # The one relaxation: style attributes (table alignment in Markdown); never scripts.
+        relaxed = {name for name, sources in directives.items() if "'unsafe-inline'" in sources}
+        assert relaxed <= {"style-src-attr"}, kind
+        assert not any("'unsafe-eval'" in sources for sources in directives.values()), kind
+
+
+def inline_code(html: str) -> list[str]:
+    """What a policy without inline scripts and styles would block: inline <script> and
+    <style> elements, event attributes, style attributes outside Markdown table cells."""
+    document = parse(html)
+    found = [finding for finding in executable_markup(html, own_elements=frozenset({"svg"}))]
+    found += [element.describe() for element in document.all("style")]
+    in_markdown = {
+        id(element)
+        for body in document.all(class_name="message-body")
+        for element in body.iter()
+        if element.tag in {"td", "th"}
+    }
+    found += [
+        element.describe()
+        for element in document.iter()
+        if "style" in element.attrs and id(element) not in in_markdown
+    ]
+    return found
+
+
+@pytest.mark.django_db
+def test_no_page_has_inline_scripts_or_styles(alice_client, staff, make_conversation) -> None:
+    table = "| left | right |\n|:--|--:|\n| a | 1 |"
+    conversation = make_conversation(history=[("user", table), ("assistant", table)])
+    question = conversation.messages.get(role=Message.Role.USER)
+    pages = {
+        "new chat": alice_client.get(reverse("home")),
+        "conversation": alice_client.get(conversation.get_absolute_url()),
+        "edit form": alice_client.get(reverse("message_edit", args=[conversation.pk, question.pk])),
+        "sign in": Client().get(reverse("account_login")),
+        "sign up": Client().get(reverse("account_signup")),
+        "password reset": Client().get(reverse("account_reset_password")),
+        "email addresses": alice_client.get(reverse("account_email")),
+        "password change": alice_client.get(reverse("account_change_password")),
+        "sign out": alice_client.get(reverse("account_logout")),
+        "not found": alice_client.get("/no/such/page/"),
+        "admin index": staff.get(reverse("admin:index")),
+        "admin list": staff.get(reverse("admin:conversations_conversation_changelist")),
+        "admin change": staff.get(
+            reverse("admin:conversations_conversation_change", args=[conversation.pk])
+        ),
+        "admin sign in": Client().get(reverse("admin:login")),
+    }
+    server_error = (ROOT / "templates" / "500.html").read_text()
+
+    for name, response in pages.items():
+        assert response.status_code in (200, 404), name
+        assert inline_code(response.content.decode()) == [], name
+    assert inline_code(server_error) == []
+    cells = [e for e in parse(pages["conversation"].content.decode()).iter() if e.tag == "td"]
+    assert {cell.attrs.get("style") for cell in cells} == {"text-align:left", "text-align:right"}
+
+
+def test_htmx_is_told_to_add_no_style_and_run_no_script() -> None:
+    base = (ROOT / "templates" / "base.html").read_text()
+
+    config = re.search(r"<meta name=\"htmx-config\" content='([^']+)'>", base)
+
+    assert config, "base.html has no htmx-config"
+    assert '"includeIndicatorStyles": false' in config[1]
+    assert '"allowScriptTags": false' in config[1]
+    assert '"allowEval": false' in config[1]
+
+
+# --------------------------------------------------------------------------- #
+# In a real browser
+# --------------------------------------------------------------------------- #
+
+# Recorded on every page: each Content Security Policy violation the browser reports.
+RECORD_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", event => {
+  window.cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
+});
+"""
+
+
+@pytest.fixture
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
+        if os.environ.get("CHATSITE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{reason} (CHATSITE_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture
+def signed_in_sessions(alice: User) -> dict[str, str]:
+    """Session keys of Alice and of a superuser, made before the browser starts (Playwright
+    runs an event loop in this thread, under which the ORM refuses to work)."""
+    sessions = {}
+    for name, user in {
+        "alice": alice,
+        "staff": User.objects.create_superuser("staff@example.com", PASSWORD),
+    }.items():
+        client = Client()
+        client.force_login(user)
+        sessions[name] = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return sessions
+
+
+@pytest.fixture
+def browser_server(chromium_path: Path) -> Iterator[Daphne]:
+    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
+        pytest.fail("Static files are not collected: run `python3 dev.py test`")
+    # The offline model, quick: the reply streams over the websocket in a moment.
+    with Daphne("csp-browser", CHAT_OFFLINE_TOKEN_DELAY="0.002", CHAT_AUTO_TITLE="0") as server:
+        yield server
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_chat_and_the_admin_work_in_a_browser_without_a_policy_violation(
+    signed_in_sessions: dict[str, str], browser_server: Daphne, chromium_path: Path
+) -> None:
+    table = "| left | right |\n|:--|--:|\n| a | 1 |"
+    reports: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
+        )
+
+        def visitor(session: str | None):
+            context = browser.new_context(base_url=browser_server.url)
+            context.set_default_timeout(15_000)
+            context.add_init_script(RECORD_VIOLATIONS)
+            if session:
+                context.add_cookies(
+                    [
+                        {
+                            "name": settings.SESSION_COOKIE_NAME,
+                            "value": session,
+                            "url": browser_server.url,
+                        }
+                    ]
+                )
+            page = context.new_page()
+            page.on("console", lambda message: reports.append(message.text))
+            return page
+
+        def leave(page) -> None:
+            reports.extend(page.evaluate("window.cspViolations"))
+
+        alice = visitor(signed_in_sessions["alice"])
+        response = alice.goto("/")
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        alice.fill("#composer-input", table)
+        alice.press("#composer-input", "Enter")
+        expect(alice).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"), timeout=REPLY_TIMEOUT_MS)
+        conversation_id = re.search(r"/c/([0-9a-f-]{36})/", alice.url)[1]
+        finished_replies = alice.locator("#message-list li.message-assistant.status-complete")
+        expect(finished_replies).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+        # A regenerated reply reaches the page over the websocket only.
+        alice.get_by_role("button", name="Regenerate").click()
+        expect(alice.locator("#message-list .message-versions summary")).to_have_text(
+            "1 earlier version", timeout=REPLY_TIMEOUT_MS
+        )
+        expect(finished_replies).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+        right_cell = alice.locator("#message-list li.message-user td").nth(1)
+        assert right_cell.evaluate("cell => getComputedStyle(cell).textAlign") == "right"
+        assert alice.locator("head style").count() == 0
+        leave(alice)
+        for path in [reverse("account_email"), reverse("account_change_password")]:
+            alice.goto(path)
+            leave(alice)
+
+        staff = visitor(signed_in_sessions["staff"])
+        for path in [
+            reverse("admin:conversations_conversation_changelist"),
+            reverse("admin:conversations_conversation_change", args=[conversation_id]),
+            reverse("admin:conversations_message_changelist"),
+        ]:
+            staff.goto(path)
+            expect(staff.locator("#content")).to_be_visible()
+            leave(staff)
+
+        anonymous = visitor(None)
+        for path in [reverse("account_login"), reverse("account_signup"), "/no/such/page/"]:
+            anonymous.goto(path)
+            leave(anonymous)
+        browser.close()
+
+    violations = [report for report in reports if "Content Security Policy" in report]
+    violations += [report for report in reports if " blocked " in report]
+    assert violations == []

@@ -1,0 +1,626 @@
+"""Hostile input: script in every place user or model text is shown, websockets opened from
+elsewhere or fed junk, messages too long for the site, and password guessing.
+
+The XSS corpus and the HTML auditor are in tests/xss.py.
+"""
+
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from urllib.parse import urlencode
+
+import httpx2
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import AsyncClient, Client
+from django.urls import reverse
+from markdown_it import MarkdownIt
+
+from accounts.models import User
+from chatsite.asgi import application
+from conversations import generation
+from conversations.generation import title_from
+from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
+from conversations.routing import websocket_urlpatterns
+from tests.conftest import PASSWORD, SITE_ORIGIN
+from tests.fake_openai import Reply
+from tests.live import ChatClient, Daphne
+from tests.xss import (
+    INERT_PAYLOADS,
+    PAYLOADS,
+    Element,
+    executable_markup,
+    foreign_markup_in_user_content,
+    parse,
+)
+
+HTMX = {"HX-Request": "true"}
+ALL_PAYLOADS = "\n\n".join(PAYLOADS.values())
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def assert_inert(html: str, *, admin: bool = False) -> Element:
+    """Nothing in the page would run, and user text holds no markup; returns the parsed page.
+    The admin draws its icons with inline <svg>, which our own pages never use."""
+    own_elements = frozenset({"svg"} if admin else ())
+    assert executable_markup(html, own_elements=own_elements) == []
+    assert foreign_markup_in_user_content(html) == []
+    return parse(html)
+
+
+def texts_of(document: Element, class_name: str) -> list[str]:
+    return [element.text() for element in document.all(class_name=class_name)]
+
+
+# --------------------------------------------------------------------------- #
+# The corpus
+# --------------------------------------------------------------------------- #
+
+
+def test_the_auditor_catches_every_payload_a_page_shows_raw() -> None:
+    """The auditor is not blind: each payload, put in a page without escaping or rendered by a
+    careless Markdown renderer, is caught; the inert ones (look-alikes) are not."""
+    careless = MarkdownIt("commonmark", {"html": True}).enable(["table"])
+    careless.validateLink = lambda url: True
+
+    assert len(PAYLOADS) >= 50
+    for name, payload in PAYLOADS.items():
+        pages = [
+            f'<div class="message-body">{payload}</div>',
+            f'<input name="title" value="{payload}">',
+            f"<input name='title' value='{payload}'>",
+            f'<div class="message-body">{careless.render(payload)}</div>',
+        ]
+        caught = [executable_markup(page) + foreign_markup_in_user_content(page) for page in pages]
+        assert any(caught) == (name not in INERT_PAYLOADS), name
+
+
+# --------------------------------------------------------------------------- #
+# Pages
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+def hostile(request, make_conversation):
+    """Alice's conversation where the payload is everywhere text goes: the title, her message,
+    a reply that failed (its text, the model's name, the error) and its earlier version."""
+    payload = PAYLOADS[request.param]
+    conversation = make_conversation(
+        title=payload[:TITLE_MAX_LENGTH], history=[("user", payload), ("assistant", payload)]
+    )
+    question, earlier = conversation.messages.order_by("created_at")
+    reply = conversation.messages.create(
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.ERROR,
+        content=payload,
+        created_at=earlier.created_at + timedelta(milliseconds=1),
+        metadata={"model": payload, "error": payload, "usage": {"total_tokens": 3}},
+    )
+    earlier.superseded_by = reply
+    earlier.save(update_fields=["superseded_by"])
+    return payload, conversation, question, reply
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
+def test_hostile_text_stays_text_on_the_chat_page_and_in_the_edit_form(hostile, alice_client):
+    payload, conversation, question, reply = hostile
+    title = conversation.title
+
+    def shown(url: str) -> Element:
+        return assert_inert(alice_client.get(url).content.decode())
+
+    page = shown(conversation.get_absolute_url())
+    edit = shown(reverse("message_edit", args=[conversation.pk, question.pk]))
+
+    assert [element.text() for element in page.all("title")] == [f"{title} · chatsite"]
+    assert page.by_id("conversation-title").text() == title
+    assert page.by_id(f"conversation-{conversation.pk}").all("a")[0].text() == title
+    shown_reply = page.by_id(f"message-{reply.pk}")
+    assert shown_reply.all("dd")[0].text() == payload  # the model's name
+    assert texts_of(shown_reply, "error") == [payload]
+    assert len(shown_reply.all(class_name="message-version")) == 1
+    assert [textarea.text() for textarea in edit.all("textarea")] == [payload]
+
+
+@pytest.mark.django_db
+def test_a_streaming_reply_shows_hostile_text_exactly_as_written(make_conversation, alice_client):
+    conversation = make_conversation(history=[("user", "Say it all")])
+    reply = conversation.messages.create(
+        role=Message.Role.ASSISTANT, status=Message.Status.STREAMING, content=ALL_PAYLOADS
+    )
+
+    page = assert_inert(alice_client.get(conversation.get_absolute_url()).content.decode())
+
+    assert page.by_id(f"message-{reply.pk}-text").text() == ALL_PAYLOADS
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("view", ["message_send", "message_edit"])
+def test_a_refused_message_comes_back_in_the_form_as_text(
+    view, settings, conversation, alice_client
+):
+    settings.CHAT_MAX_MESSAGE_CHARS = len(ALL_PAYLOADS) - 1
+    question = conversation.messages.get(role=Message.Role.USER)
+    args = [conversation.pk] if view == "message_send" else [conversation.pk, question.pk]
+
+    response = alice_client.post(reverse(view, args=args), {"text": ALL_PAYLOADS}, headers=HTMX)
+
+    form = assert_inert(response.content.decode())
+    assert [textarea.text() for textarea in form.all("textarea")] == [ALL_PAYLOADS]
+    assert conversation.messages.count() == 2
+
+
+def admin_page(client: Client, url: str) -> Element:
+    return assert_inert(client.get(url).content.decode(), admin=True)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
+def test_hostile_text_stays_text_in_the_admins_conversation_form(hostile, admin_client):
+    payload, conversation, *_ = hostile
+
+    form = admin_page(
+        admin_client, reverse("admin:conversations_conversation_change", args=[conversation.pk])
+    )
+
+    [title_input] = [e for e in form.all("input") if e.attrs.get("name") == "title"]
+    assert title_input.attrs["value"] == conversation.title
+    # The messages, inline and read-only: their line breaks become <br>.
+    assert payload.replace("\n", "") in form.text()
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_and_message_page_show_hostile_text_as_text(
+    admin_client, make_conversation
+):
+    for payload in PAYLOADS.values():
+        make_conversation(title=payload[:TITLE_MAX_LENGTH], history=[("user", payload)])
+    everything = make_conversation(history=[("user", "All of it"), ("assistant", ALL_PAYLOADS)])
+    reply = everything.messages.get(role=Message.Role.ASSISTANT)
+    reply.metadata = {"model": PAYLOADS["close-textarea"], "error": PAYLOADS["script"]}
+    reply.save(update_fields=["metadata"])
+
+    titles = admin_page(admin_client, reverse("admin:conversations_conversation_changelist"))
+    contents = admin_page(admin_client, reverse("admin:conversations_message_changelist"))
+    message = admin_page(
+        admin_client, reverse("admin:conversations_message_change", args=[reply.pk])
+    )
+
+    assert sorted(texts_of(titles, "field-display_title")) == sorted(
+        [p[:TITLE_MAX_LENGTH] for p in PAYLOADS.values()] + ["New chat"]
+    )
+    listed = texts_of(contents, "field-short_content")
+    assert all(p[:80] in listed for p in PAYLOADS.values())
+    assert PAYLOADS["close-textarea"] in contents.text()  # the model's name
+    assert ALL_PAYLOADS.replace("\n", "") in message.text()
+
+
+# --------------------------------------------------------------------------- #
+# Text streamed over the websocket
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_hostile_text_streamed_to_an_open_page_arrives_as_text(
+    settings, open_socket, alice_async_client, make_conversation, fake_openai
+):
+    """Every fragment the socket sends stays inert: the new turn with the user's message, the
+    reply's text in pieces, the finished reply as Markdown, the titles and the sidebar."""
+    settings.CHAT_AUTO_TITLE = True
+    # Each payload split in two, so that fragments break them anywhere.
+    pieces = [half for p in PAYLOADS.values() for half in (p[: len(p) // 2], p[len(p) // 2 :])]
+    model_title = PAYLOADS["img-onerror"]
+    fake_openai.script(Reply(chunks=pieces), Reply(text=model_title))
+    conversation = await sync_to_async(make_conversation)()
+    socket = await open_socket(conversation)
+
+    response = await alice_async_client.post(
+        reverse("message_send", args=[conversation.pk]), {"text": ALL_PAYLOADS}, headers=HTMX
+    )
+    assert response.status_code == 200
+    reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
+    await socket.receive_until_done(reply)
+    await generation.wait_for(reply.pk)
+    await asyncio.gather(*generation._background_tasks)
+    async with asyncio.timeout(5):
+        while model_title not in sidebar_titles(socket.frames):  # the last thing to change
+            await socket.receive()
+
+    await reply.arefresh_from_db()
+    assert reply.content == "".join(pieces)
+    assert socket.text_of(reply) == reply.content
+    assert socket.delta_count(reply) > 1
+    for frame in socket.frames:
+        assert_inert(frame)
+    first_title = title_from(ALL_PAYLOADS)
+    assert headings(socket.frames) == [first_title, model_title]
+    assert sidebar_titles(socket.frames) == [first_title, model_title]
+
+
+def headings(frames: list[str]) -> list[str]:
+    """The conversation titles the frames show in the page's heading, in order, once each."""
+    shown = [
+        element.text()
+        for frame in frames
+        for element in parse(frame).iter()
+        if element.attrs.get("id") == "conversation-title"
+    ]
+    return list(dict.fromkeys(shown))
+
+
+def sidebar_titles(frames: list[str]) -> list[str]:
+    """The titles the frames show in the list of conversations, in order, once each."""
+    shown = [
+        link.text()
+        for frame in frames
+        for sidebar in parse(frame).all(class_name="conversation-list")
+        for link in sidebar.all("a")
+    ]
+    return list(dict.fromkeys(shown))
+
+
+# --------------------------------------------------------------------------- #
+# Characters the database cannot store
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_nul_characters_from_the_model_cannot_lose_the_reply(
+    open_socket, alice_async_client, conversation, fake_openai
+):
+    """PostgreSQL refuses NUL characters in text and JSON: the reply, the model's name and its
+    errors keep a visible U+FFFD in their place instead of failing to be stored at all."""
+    fake_openai.script(
+        Reply(chunks=["Before ", "a NUL\x00here", " and after."], model="model\x00name"),
+        Reply(status=400, error_message="Bad\x00request"),
+    )
+    socket = await open_socket(conversation)
+
+    replies = []
+    for text in ("First", "Second"):
+        await alice_async_client.post(
+            reverse("message_send", args=[conversation.pk]), {"text": text}, headers=HTMX
+        )
+        reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest(
+            "created_at"
+        )
+        await socket.receive_until_done(reply)
+        await generation.wait_for(reply.pk)
+        await reply.arefresh_from_db()
+        replies.append(reply)
+
+    answered, failed = replies
+    assert answered.status == Message.Status.COMPLETE
+    assert answered.content == "Before a NUL\ufffdhere and after."
+    assert answered.metadata["model"] == "model\ufffdname"
+    assert socket.text_of(answered) == answered.content
+    assert failed.status == Message.Status.ERROR
+    assert "Bad\ufffdrequest" in failed.error_text
+
+
+@pytest.mark.django_db
+def test_a_message_with_a_nul_character_is_refused_and_nothing_is_stored(
+    conversation, alice_client
+):
+    before = stored_state()
+
+    response = alice_client.post(
+        reverse("message_send", args=[conversation.pk]), {"text": "a\x00b"}, headers=HTMX
+    )
+
+    assert response.status_code == 200
+    assert "Null characters are not allowed." in response.content.decode()
+    assert stored_state() == before
+
+
+# --------------------------------------------------------------------------- #
+# Websockets from elsewhere, and junk on them
+# --------------------------------------------------------------------------- #
+
+
+def websocket_paths(conversation: Conversation) -> list[str]:
+    """Every websocket route of the project, its parameters filled with Alice's objects."""
+    return [
+        "/" + re.sub(r"<uuid:conversation_id>", str(conversation.pk), str(route.pattern))
+        for route in websocket_urlpatterns
+    ]
+
+
+async def connects(path: str, client: Client | None, origin: str | None) -> bool:
+    headers = [(b"host", b"localhost")]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if client is not None:
+        session = client.cookies[settings.SESSION_COOKIE_NAME].value
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session}".encode()))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await communicator.connect()
+    if connected:
+        await communicator.disconnect()
+    return connected
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_websockets_from_another_site_or_without_a_session_are_refused(
+    alice_client, conversation
+):
+    for path in websocket_paths(conversation):
+        for origin in ["https://evil.example", "http://localhost.evil.example", "null", None]:
+            assert not await connects(path, alice_client, origin), f"{path} from {origin}"
+        assert not await connects(path, None, SITE_ORIGIN), f"{path} without a session"
+        assert await connects(path, alice_client, SITE_ORIGIN), f"{path} from our own page"
+
+
+JUNK_FRAMES = {
+    "binary": {"bytes_data": b"\x00\xff\xfe\x80 binary"},
+    "not JSON": {"text_data": "not json {"},
+    "a command": {"text_data": json.dumps({"type": "generation.stop"})},
+    "forged event": {
+        "text_data": json.dumps({"type": "reply.delta", "start": 0, "text": "<script>x</script>"})
+    },
+    "huge": {"text_data": "x" * 512 * 1024},
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_junk_frames_get_an_error_and_disturb_no_one(
+    open_socket, alice, conversation, bob, bob_client, make_conversation, fake_openai
+):
+    words = [f" word{n}" for n in range(50)]
+    fake_openai.script(Reply(chunks=words, delay=0.02))
+    bobs_conversation = await sync_to_async(make_conversation)(owner=bob, title="Bob's")
+    bobs_page = await open_socket(bobs_conversation, client=bob_client)
+    alices_page = await open_socket(conversation)
+    bob_browser = AsyncClient()
+    bob_browser.cookies = bob_client.cookies
+    await alices_page.receive()  # the page catches up: her last reply
+
+    await bob_browser.post(
+        reverse("message_send", args=[bobs_conversation.pk]), {"text": "Count"}, headers=HTMX
+    )
+    reply = await bobs_conversation.messages.aget(role=Message.Role.ASSISTANT)
+    await bobs_page.receive_until_text(reply)
+    answers = {}
+    for name, frame in JUNK_FRAMES.items():
+        await alices_page.communicator.send_to(**frame)
+        answers[name] = json.loads(await alices_page.receive())
+
+    await bobs_page.receive_until_done(reply)
+    await generation.wait_for(reply.pk)
+    await reply.arefresh_from_db()
+    assert all("error" in answer for answer in answers.values()), answers
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "".join(words)
+    assert bobs_page.text_of(reply) == reply.content
+    # Alice's socket is still open, and still hears her own events.
+    await generation.announce_sidebar_change(alice.pk)
+    assert 'id="conversation-list"' in await alices_page.receive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_server_survives_junk_and_oversized_frames(alice, alice_client, conversation):
+    """Through daphne itself: a frame over its 1 MiB limit ends that socket (daphne drops the
+    connection), and the process goes on serving everyone else."""
+    session = alice_client.cookies[settings.SESSION_COOKIE_NAME].value
+    last = conversation.messages.order_by("created_at").last().pk
+
+    with Daphne("hostile-frames") as server:
+        browser = ChatClient(server, session)
+
+        async def feed_junk() -> tuple[dict, bool, str]:
+            async with asyncio.timeout(20):
+                async with browser.websocket(conversation.pk, last=str(last)) as socket:
+                    await socket.recv()  # the page catches up: the last reply
+                    await socket.send(b"\x00\xff\xfe binary")
+                    answer = json.loads(await socket.recv())
+                    await socket.send("x" * (2 * 1024 * 1024))
+                    try:
+                        await socket.recv()
+                        ended = False
+                    except websockets.ConnectionClosed:
+                        ended = True
+                async with browser.websocket(conversation.pk, last=str(last)) as again:
+                    caught_up = await again.recv()
+            return answer, ended, caught_up
+
+        answer, oversized_socket_ended, next_socket_frame = asyncio.run(feed_junk())
+        page = httpx2.get(f"{server.url}/accounts/login/")
+
+        assert "error" in answer
+        assert oversized_socket_ended
+        assert f'id="message-{last}"' in next_socket_frame
+        assert page.status_code == 200
+        assert server.process.poll() is None
+
+
+# --------------------------------------------------------------------------- #
+# Message size
+# --------------------------------------------------------------------------- #
+
+
+def stored_state() -> list[tuple]:
+    return list(
+        Message.objects.order_by("created_at").values_list("pk", "content", "superseded_by")
+    ) + list(Conversation.objects.values_list("pk", "title", "updated_at"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("view", ["conversation_start", "message_send", "message_edit"])
+def test_a_message_over_the_limit_is_refused_with_the_reason_and_nothing_is_stored(
+    view, conversation, alice_client
+):
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    question = conversation.messages.get(role=Message.Role.USER)
+    args = {
+        "conversation_start": [],
+        "message_send": [conversation.pk],
+        "message_edit": [conversation.pk, question.pk],
+    }[view]
+    before = stored_state()
+
+    response = alice_client.post(
+        reverse(view, args=args), {"text": "a" * (limit + 1)}, headers=HTMX
+    )
+
+    assert response.status_code == 200
+    alerts = [e.text() for e in parse(response.content.decode()).all() if "role" in e.attrs]
+    reason = f"This message is {limit + 1:,} characters long; the limit is {limit:,}."
+    assert any(reason in alert for alert in alerts), alerts
+    assert stored_state() == before
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_longest_message_in_four_byte_characters_is_accepted_and_stored_exactly(
+    alice_async_client, conversation, fake_openai
+):
+    """Sent the way htmx sends a form, each emoji takes 12 bytes: the request body limit must
+    leave room for the longest message allowed."""
+    fake_openai.script(Reply(text="That is a lot of faces."))
+    text = "\N{GRINNING FACE}" * settings.CHAT_MAX_MESSAGE_CHARS
+    body = urlencode({"text": text})
+    assert len(body) <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+    response = await alice_async_client.post(
+        reverse("message_send", args=[conversation.pk]),
+        body,
+        content_type="application/x-www-form-urlencoded",
+        headers=HTMX,
+    )
+
+    assert response.status_code == 200
+    question = await conversation.messages.filter(role=Message.Role.USER).alatest("created_at")
+    assert question.content == text
+    reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
+    await generation.wait_for(reply.pk)
+    assert fake_openai.requests[-1]["messages"][-1]["content"] == text
+
+
+@pytest.mark.django_db
+def test_a_request_body_over_the_upload_limit_is_a_bad_request_and_stores_nothing(
+    conversation, alice_client
+):
+    too_many = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 12 + 1
+    body = urlencode({"text": "\N{GRINNING FACE}" * too_many})
+    before = stored_state()
+
+    response = alice_client.post(
+        reverse("message_send", args=[conversation.pk]),
+        body,
+        content_type="application/x-www-form-urlencoded",
+        headers=HTMX,
+    )
+
+    assert response.status_code == 400
+    assert stored_state() == before
+
+
+def test_raising_the_message_limit_raises_the_request_body_limit_with_it() -> None:
+    limit = 1_000_000
+    report = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", report],
+        cwd=settings.BASE_DIR,
+        env={
+            "PATH": os.environ["PATH"],
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "SECRET_KEY": "x",
+            "CHAT_MAX_MESSAGE_CHARS": str(limit),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    longest_body = len(urlencode({"text": "\N{GRINNING FACE}" * limit}))
+    assert int(result.stdout) >= longest_body
+
+
+# --------------------------------------------------------------------------- #
+# Password guessing
+# --------------------------------------------------------------------------- #
+
+WRONG_PASSWORD = "The email address and/or password you specified are not correct."
+TOO_MANY = "Too many failed login attempts. Try again later."
+
+
+def rate_limit(scope: str) -> int:
+    """How many failed sign-ins the settings allow per `scope` ("ip" or "key", the account)."""
+    for rate in settings.ACCOUNT_RATE_LIMITS["login_failed"].split(","):
+        amount, _period, rate_scope = rate.split("/")
+        if rate_scope == scope:
+            return int(amount)
+    raise AssertionError(f"no login_failed rate per {scope}")
+
+
+def some_address() -> str:
+    """A client address no earlier run used: limits live in the cache, Redis included."""
+    return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"
+
+
+def sign_in(client: Client, email: str, password: str) -> tuple[bool, str]:
+    response = client.post(reverse("account_login"), {"login": email, "password": password})
+    signed_in = client.get(reverse("home")).status_code == 200
+    return signed_in, response.content.decode()
+
+
+@pytest.mark.django_db
+def test_repeated_wrong_passwords_lock_the_account_even_for_the_right_one() -> None:
+    email = f"target-{uuid.uuid4().hex}@example.com"
+    User.objects.create_user(email, PASSWORD)
+    attacker = Client(REMOTE_ADDR=some_address())
+
+    guesses = [sign_in(attacker, email, f"guess-{n}") for n in range(rate_limit("key"))]
+    right_password = sign_in(attacker, email, PASSWORD)
+    from_elsewhere = sign_in(Client(REMOTE_ADDR=some_address()), email, PASSWORD)
+
+    assert all(not signed_in and WRONG_PASSWORD in page for signed_in, page in guesses)
+    assert right_password[0] is False
+    assert TOO_MANY in right_password[1]
+    assert from_elsewhere[0] is False, "changing address lifts the lock on the account"
+    assert TOO_MANY in from_elsewhere[1]
+
+
+@pytest.mark.django_db
+def test_behind_the_proxy_guessing_from_one_address_locks_out_that_address_only(settings) -> None:
+    """Production runs behind a proxy (BEHIND_TLS_PROXY=1 trusts the address it appends to
+    X-Forwarded-For): each client is counted on its own, not every user as the proxy's one."""
+    settings.ALLAUTH_TRUSTED_PROXY_COUNT = 1
+    prefix = uuid.uuid4().hex
+    victims = [f"victim-{n}-{prefix}@example.com" for n in range(rate_limit("ip") + 1)]
+    for email in victims:
+        User.objects.create_user(email, PASSWORD)
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    attacker = Client(**proxy, HTTP_X_FORWARDED_FOR=f"203.0.113.9, {some_address()}")
+    neighbour = Client(**proxy, HTTP_X_FORWARDED_FOR=some_address())
+
+    sprayed = [sign_in(attacker, email, "Password1") for email in victims[:-1]]
+    attacker_with_right_password = sign_in(attacker, victims[-1], PASSWORD)
+    neighbour_with_right_password = sign_in(neighbour, victims[-1], PASSWORD)
+
+    assert all(WRONG_PASSWORD in page for _, page in sprayed)
+    assert attacker_with_right_password[0] is False
+    assert TOO_MANY in attacker_with_right_password[1]
+    assert neighbour_with_right_password[0] is True
