@@ -115,7 +115,7 @@ def main() -> None:
             "data",
             f"{CONVERSATIONS:,} conversations, one of {MESSAGES:,} messages "
             f"(made in {populated:.1f} s)",
-        ),  # fmt: skip
+        ),
     ]
     for label, user, path in [
         ("sidebar + new chat, heavy user", heavy, "/"),

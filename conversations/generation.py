@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -324,8 +325,17 @@ async def wait_for(message_id: uuid.UUID) -> None:
         await asyncio.shield(entry[1])
 
 
+def _stop_key(message_id: uuid.UUID) -> str:
+    return f"stop-requested:{message_id.hex}"
+
+
 async def request_stop(message_id: uuid.UUID) -> None:
-    """Ask the generation of this reply to stop, whichever process runs it."""
+    """Ask the generation of this reply to stop, whichever process runs it.
+
+    A generation that has not yet joined its control group (it was started a moment ago)
+    would miss the message, so the request is also left in the cache, where it looks first.
+    """
+    await cache.aset(_stop_key(message_id), True, timeout=3600)
     await get_channel_layer().group_send(
         group_for_generation(message_id), {"type": "generation.stop"}
     )
@@ -428,6 +438,8 @@ async def _run(generation: Generation) -> None:
     try:
         messages = await _history(generation.conversation_id, generation.message_id)
         generation.reader = asyncio.create_task(_read(generation, messages))
+        if await cache.aget(_stop_key(generation.message_id)):
+            generation.request_stop()
         end = await generation.reader
         status = Message.Status.COMPLETE
         metadata.update(model=end.model, usage=end.usage, finish_reason=end.finish_reason)
