@@ -325,22 +325,20 @@ class TestSending:
         assert reply.metadata["finish_reason"] == "stopped"
         assert reply.content == arrived
 
-    async def test_a_stop_sent_the_moment_after_the_message_still_stops_the_reply(
-        self, alice_async_client, conversation, fake_openai
+    async def test_a_stop_sent_before_the_generation_listens_still_stops_it(
+        self, conversation, fake_openai
     ):
         fake_openai.script(Reply(chunks=[f" word{n}" for n in range(50)], delay=0.05))
-        await alice_async_client.post(
-            reverse("message_send", args=[conversation.pk]), {"text": "Count"}, headers=HTMX
-        )
-        *_, reply = await messages_of(conversation)
+        reply = await generation._store_turn(conversation, "Count", replacing=None)
 
-        # Sent before the generation task has even started: nobody listens for it yet.
-        await alice_async_client.post(reverse("reply_stop", args=[conversation.pk]), headers=HTMX)
+        # The stop arrives before the generation has joined its control group.
+        await generation.request_stop(reply.pk)
+        generation.start(conversation.pk, reply)
         await generation.wait_for(reply.pk)
 
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.STOPPED
-        assert len(reply.content) < len("".join(f" word{n}" for n in range(50)))
+        assert reply.content == ""
 
     async def test_stopping_when_nothing_streams_just_returns_to_the_conversation(
         self, alice_async_client, conversation
