@@ -1,6 +1,7 @@
 """Shared fixtures: two users, their logged-in clients, conversations, a fake model provider
 and websockets watching a conversation the way a chat page does."""
 
+import asyncio
 import html
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -8,9 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 import pytest_asyncio
+from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.db import connections
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
@@ -22,6 +25,17 @@ from tests.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
 SITE_ORIGIN = "http://localhost"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def close_connections_of_async_tests(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Async tests query the database from asgiref's worker thread, outside any request, so
+    nothing closes that thread's connection. Close it before the test database is dropped,
+    which PostgreSQL refuses while a connection is open."""
+    yield
+    with django_db_blocker.unblock():
+        asyncio.run(sync_to_async(connections.close_all)())
+        connections.close_all()
 
 
 @pytest.fixture(autouse=True)
