@@ -11,24 +11,25 @@ is trimmed and a delta that skips text triggers a sync from the generator instea
 
 import asyncio
 import json
+import time
 import uuid
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
+from .asyncdb import in_worker_thread
 from .models import Conversation, Message, current_messages
 
 
-@database_sync_to_async
+@in_worker_thread
 def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None:
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
-@database_sync_to_async
+@in_worker_thread
 def _latest_message(conversation_id: uuid.UUID) -> Message | None:
     generation.mark_stale_replies_interrupted(conversation_id)
     return (
@@ -38,7 +39,7 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
     )
 
 
-@database_sync_to_async
+@in_worker_thread
 def _finished_replies(reply_ids: list[str]) -> list[str]:
     streaming = {
         str(pk)
@@ -49,7 +50,7 @@ def _finished_replies(reply_ids: list[str]) -> list[str]:
     return [reply_id for reply_id in reply_ids if reply_id not in streaming]
 
 
-@database_sync_to_async
+@in_worker_thread
 def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     question = (
@@ -63,7 +64,7 @@ def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Messag
     html = render_to_string(
         "conversations/stream/turn.html",
         {
-            "messages": [m for m in (question, reply) if m],
+            "chat_messages": [m for m in (question, reply) if m],
             "busy": True,
             "conversation": conversation,
         },
@@ -71,19 +72,19 @@ def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Messag
     return html, reply
 
 
-@database_sync_to_async
-def _render_conversation(conversation: Conversation) -> tuple[str, Message | None]:
-    """The whole message list, after an edit or a regeneration rewrote its end."""
+@in_worker_thread
+def _render_conversation(conversation: Conversation) -> tuple[str, list[Message]]:
+    """The message list as it stands, after an edit or a regeneration rewrote its end."""
     messages = current_messages(conversation, limit=settings.CHAT_PAGE_MESSAGES)
-    streaming = next((m for m in messages if m.is_streaming), None)
+    busy = any(m.is_streaming for m in messages)
     html = render_to_string(
         "conversations/stream/refresh.html",
-        {"messages": messages, "busy": streaming is not None, "conversation": conversation},
+        {"chat_messages": messages, "busy": busy, "conversation": conversation},
     )
-    return html, streaming
+    return html, messages
 
 
-@database_sync_to_async
+@in_worker_thread
 def _render_reply(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     reply.versions = list(reply.earlier_versions.order_by("created_at"))
@@ -94,10 +95,13 @@ def _render_reply(conversation: Conversation, reply_id: str) -> tuple[str, Messa
     return html, reply
 
 
-@database_sync_to_async
+@in_worker_thread
 def _render_title(conversation: Conversation) -> str:
     conversation.refresh_from_db(fields=["title"])
     return render_to_string("conversations/stream/title.html", {"conversation": conversation})
+
+
+GROUP_RENEWAL_SECONDS = 3600
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -106,7 +110,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     groups_joined: tuple[str, ...] = ()
 
     async def connect(self) -> None:
+        # Per reply streaming on this page: how many characters of it the page has.
         self.offsets: dict[str, int] = {}
+        # Replies this page has been sent whole, so a late event does not add them twice.
+        self.shown: set[str] = set()
+        # Replies with a sync asked of their generator and not yet answered.
+        self.syncing: set[str] = set()
         user = self.scope["user"]
         if not user.is_authenticated:
             await self.close()
@@ -125,9 +134,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = tuple(groups)
         await self.accept()
+        self.reconciler = asyncio.create_task(self._reconcile_forever())
         if self.conversation:
             generation.ensure_sweeper()
-            self.reconciler = asyncio.create_task(self._reconcile_forever())
             await self._catch_up()
 
     async def _catch_up(self) -> None:
@@ -160,6 +169,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         The text was read from the database when the fragment was rendered, which may be later
         than the event that asked for it: deltas are counted from what was actually sent.
         """
+        self.shown.add(str(reply.pk))
         if reply.is_streaming:
             self.offsets[str(reply.pk)] = len(reply.content)
         else:
@@ -167,16 +177,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=html)
 
     async def _reconcile_forever(self) -> None:
-        """Every few seconds, make sure each reply this page shows as streaming still is.
+        """Every few seconds, check this page against the database and the channel layer.
 
         The channel layer may drop messages (a full channel), including the one saying a reply
-        is done, and a generator that died sends none: the database has the last word.
+        is done, and a generator that died sends none: the database has the last word. Group
+        memberships also expire (after a day, in both layers), so they are renewed hourly.
         """
+        interval = max(1.0, settings.CHAT_STALE_SECONDS / 3)
+        joined_at = time.monotonic()
         while True:
-            await asyncio.sleep(max(1.0, settings.CHAT_STALE_SECONDS / 3))
+            await asyncio.sleep(interval)
+            self.syncing.clear()  # an unanswered sync may be asked again
             if self.offsets:
                 for reply_id in await _finished_replies(list(self.offsets)):
                     await self.reply_done({"reply_id": reply_id})
+            if time.monotonic() - joined_at > GROUP_RENEWAL_SECONDS:
+                for group in self.groups_joined:
+                    await self.channel_layer.group_add(group, self.channel_name)
+                joined_at = time.monotonic()
 
     async def disconnect(self, code: int) -> None:
         if self.reconciler:
@@ -193,11 +211,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["html"])
 
     async def conversation_turn(self, event: dict) -> None:
+        if event["reply_id"] in self.shown:
+            return  # already part of a whole list this page was sent
         await self._send_rendered(*await _render_turn(self.conversation, event["reply_id"]))
 
     async def conversation_refresh(self, event: dict) -> None:
-        html, streaming = await _render_conversation(self.conversation)
+        html, messages = await _render_conversation(self.conversation)
+        streaming = next((m for m in messages if m.is_streaming), None)
         self.offsets = {str(streaming.pk): len(streaming.content)} if streaming else {}
+        self.shown.update(str(m.pk) for m in messages)
         await self.send(text_data=html)
 
     async def conversation_title(self, event: dict) -> None:
@@ -207,10 +229,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply_id, start, text = event["reply_id"], event["start"], event["text"]
         offset = self.offsets.get(reply_id)
         if offset is None:
+            if reply_id not in self.shown:
+                # Text of a reply this page has not heard of: its turn was lost on the way.
+                await self.conversation_refresh({})
             return
         if start > offset:
-            await generation.request_sync(uuid.UUID(reply_id), self.channel_name, offset)
+            if reply_id not in self.syncing:
+                self.syncing.add(reply_id)
+                await generation.request_sync(uuid.UUID(reply_id), self.channel_name, offset)
             return
+        self.syncing.discard(reply_id)
         fresh = text[offset - start :]
         if not fresh:
             return
@@ -223,3 +251,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def reply_done(self, event: dict) -> None:
         await self._send_rendered(*await _render_reply(self.conversation, event["reply_id"]))
+
+
+class UnknownRouteConsumer(AsyncWebsocketConsumer):
+    """Any other websocket path: refused, as a 404 would be, without an error in the log."""
+
+    async def connect(self) -> None:
+        await self.close()

@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
@@ -28,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import fragments, provider
+from .asyncdb import in_worker_thread
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _touch(conversation: Conversation, locked: Conversation, now, text: str | No
     conversation.title, conversation.updated_at = locked.title, locked.updated_at
 
 
-@database_sync_to_async
+@in_worker_thread
 def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID | None) -> Message:
     with transaction.atomic():
         locked = _lock_idle(conversation)
@@ -160,7 +160,7 @@ def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID |
     return reply
 
 
-@database_sync_to_async
+@in_worker_thread
 def _store_regeneration(conversation: Conversation) -> Message:
     with transaction.atomic():
         locked = _lock_idle(conversation)
@@ -204,7 +204,7 @@ async def _sweep_forever() -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            marked = await database_sync_to_async(mark_stale_replies_interrupted)()
+            marked = await in_worker_thread(mark_stale_replies_interrupted)()
             for conversation_id, reply_id in marked:
                 await get_channel_layer().group_send(
                     group_for_conversation(conversation_id),
@@ -224,7 +224,7 @@ def ensure_sweeper() -> None:
         _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
-@database_sync_to_async
+@in_worker_thread
 def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, str]]:
     conversation = Conversation.objects.get(pk=conversation_id)
     messages: list[dict[str, str]] = []
@@ -241,18 +241,32 @@ def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, 
     return messages
 
 
-@database_sync_to_async
+@in_worker_thread
 def _flush(message_id: uuid.UUID, text: str) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=text, updated_at=timezone.now()
     )
 
 
-@database_sync_to_async
+@in_worker_thread
 def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
-    Message.objects.filter(pk=message_id).update(
-        content=text, status=status, metadata=metadata, updated_at=timezone.now()
-    )
+    # Also over "interrupted": a reply taken for dead while its generator was alive (a stalled
+    # heartbeat) still gets its whole text.
+    Message.objects.filter(
+        pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
+    ).update(content=text, status=status, metadata=metadata, updated_at=timezone.now())
+
+
+def _detached(coroutine) -> asyncio.Future:
+    """Run `coroutine` as a task of its own, shielded from the request that awaits it.
+
+    Django cancels a view when its client disconnects. Storing a turn and starting its reply
+    must not be cut in two by that: a stored reply with no generator would look alive for
+    CHAT_STALE_SECONDS and block the conversation. The task gets a fresh context so that it
+    does not use the request's sync-to-async executor, which ends with the request.
+    """
+    task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+    return asyncio.shield(task)
 
 
 async def begin(
@@ -264,18 +278,23 @@ async def begin(
     kept with its replies as earlier versions. Raises ReplyInProgress when a reply is streaming,
     NothingToRegenerate when `replacing` is not the last user message.
     """
-    reply = await _store_turn(conversation, text, replacing=replacing)
     event = "conversation.refresh" if replacing else "conversation.turn"
-    await _announce(conversation, event, reply)
-    start(conversation.pk, reply)
-    return reply
+    return await _detached(
+        _store_and_start(conversation, _store_turn(conversation, text, replacing=replacing), event)
+    )
 
 
 async def regenerate(conversation: Conversation) -> Message:
     """Generate the last reply again; the previous one is kept as an earlier version."""
-    reply = await _store_regeneration(conversation)
-    await _announce(conversation, "conversation.refresh", reply)
+    return await _detached(
+        _store_and_start(conversation, _store_regeneration(conversation), "conversation.refresh")
+    )
+
+
+async def _store_and_start(conversation: Conversation, store, event: str) -> Message:
+    reply = await store
     start(conversation.pk, reply)
+    await _announce(conversation, event, reply)
     return reply
 
 
@@ -289,7 +308,7 @@ async def _announce(conversation: Conversation, event: str, reply: Message) -> N
 
 async def announce_sidebar_change(owner_id: int) -> None:
     """Send every open page of this user its new conversation list."""
-    html = await database_sync_to_async(fragments.conversation_list)(owner_id)
+    html = await in_worker_thread(fragments.conversation_list)(owner_id)
     await get_channel_layer().group_send(
         group_for_user(owner_id), {"type": "sidebar.changed", "html": html}
     )
@@ -335,7 +354,7 @@ async def request_stop(message_id: uuid.UUID) -> None:
     A generation that has not yet joined its control group (it was started a moment ago)
     would miss the message, so the request is also left in the cache, where it looks first.
     """
-    await cache.aset(_stop_key(message_id), True, timeout=3600)
+    await in_worker_thread(cache.set)(_stop_key(message_id), True, timeout=3600)
     await get_channel_layer().group_send(
         group_for_generation(message_id), {"type": "generation.stop"}
     )
@@ -372,20 +391,29 @@ async def _publish_loop(generation: Generation) -> None:
     while True:
         await generation.changed.wait()
         generation.changed.clear()
-        await _publish(generation)
+        try:
+            await _publish(generation)
+        except Exception:
+            # Watchers fill holes themselves (sync, reconcile): carry on with the next batch.
+            logger.exception("Publishing reply %s failed", generation.message_id)
         await asyncio.sleep(settings.CHAT_DELTA_BATCH_SECONDS)
 
 
 async def _flush_loop(generation: Generation) -> None:
     # Writes at most once per CHAT_FLUSH_SECONDS, and always writes at least once per
-    # heartbeat period so a healthy but silent stream is not taken for a dead one.
+    # heartbeat period so a healthy but silent stream is not taken for a dead one. A failed
+    # write is retried at the next tick: one database hiccup must not stop the heartbeat.
     heartbeat = max(settings.CHAT_FLUSH_SECONDS, settings.CHAT_STALE_SECONDS / 3)
     last_write = time.monotonic()
     while True:
         await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
         if generation.flushed < generation.length or time.monotonic() - last_write >= heartbeat:
             text = generation.text
-            await _flush(generation.message_id, text)
+            try:
+                await _flush(generation.message_id, text)
+            except Exception:
+                logger.exception("Saving reply %s so far failed", generation.message_id)
+                continue
             generation.flushed = len(text)
             last_write = time.monotonic()
 
@@ -393,22 +421,31 @@ async def _flush_loop(generation: Generation) -> None:
 async def _control_loop(generation: Generation, channel: str) -> None:
     layer = get_channel_layer()
     while True:
-        event = await layer.receive(channel)
+        try:
+            event = await layer.receive(channel)
+        except Exception:
+            logger.exception("Listening for reply %s failed", generation.message_id)
+            await asyncio.sleep(1)
+            continue
         if event.get("type") == "generation.finished":
             return
         if event.get("type") == "generation.stop":
             generation.request_stop()
         elif event.get("type") == "generation.sync":
             offset = max(0, int(event.get("offset", 0)))
-            await layer.send(
-                event["reply_channel"],
-                {
-                    "type": "reply.delta",
-                    "reply_id": str(generation.message_id),
-                    "start": offset,
-                    "text": generation.text[offset:],
-                },
-            )
+            try:
+                await layer.send(
+                    event["reply_channel"],
+                    {
+                        "type": "reply.delta",
+                        "reply_id": str(generation.message_id),
+                        "start": offset,
+                        "text": generation.text[offset:],
+                    },
+                )
+            except Exception:
+                # A full or vanished watcher channel: that page will reconcile on its own.
+                logger.warning("Could not answer a sync for reply %s", generation.message_id)
 
 
 async def _read(generation: Generation, messages: list[dict[str, str]]) -> provider.ReplyEnd:
@@ -438,7 +475,7 @@ async def _run(generation: Generation) -> None:
     try:
         messages = await _history(generation.conversation_id, generation.message_id)
         generation.reader = asyncio.create_task(_read(generation, messages))
-        if await cache.aget(_stop_key(generation.message_id)):
+        if await in_worker_thread(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
         status = Message.Status.COMPLETE
@@ -485,7 +522,7 @@ TITLE_INSTRUCTIONS = (
 )
 
 
-@database_sync_to_async
+@in_worker_thread
 def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     conversation = Conversation.objects.get(pk=conversation_id)
     if conversation.metadata.get("title_source"):
@@ -503,16 +540,16 @@ def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     ]
 
 
-@database_sync_to_async
+@in_worker_thread
 def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
         if conversation.metadata.get("title_source"):
-            return None  # named meanwhile, by the user or another reply: theirs stands
-        conversation.title = title
-        conversation.metadata["title_source"] = "model"
+            return None  # named meanwhile (another reply, an operator): that name stands
+        conversation.metadata["title_source"] = "model" if title else "first-message"
+        conversation.title = title or conversation.title
         conversation.save(update_fields=["title", "metadata"])
-    return conversation
+    return conversation if title else None
 
 
 async def _auto_title(conversation_id: uuid.UUID, model: str) -> None:
@@ -524,10 +561,9 @@ async def _auto_title(conversation_id: uuid.UUID, model: str) -> None:
         answer = await provider.complete(request, model=model)
     except provider.ProviderError as error:
         logger.info("No title for conversation %s: %s", conversation_id, error.user_message)
-        return
+        answer = ""
     title = title_from(answer.strip().splitlines()[0].strip(" \"'*#.")) if answer.strip() else ""
-    if not title:
-        return
+    # Asked once: without an answer the title made from the first message stays.
     conversation = await _store_title(conversation_id, title)
     if conversation:
         await get_channel_layer().group_send(
@@ -564,9 +600,13 @@ async def _store_final(
     generation: Generation, status: str, metadata: dict, helpers: list[asyncio.Task]
 ) -> None:
     await _cancel_and_wait(helpers, give_up_after=5)
-    await _publish(generation)
+    # Stored first: the database is the record, the channel layer only tells the pages.
     await _finish(generation.message_id, generation.text, status, metadata)
-    await get_channel_layer().group_send(
-        group_for_conversation(generation.conversation_id),
-        {"type": "reply.done", "reply_id": str(generation.message_id)},
-    )
+    try:
+        await _publish(generation)
+        await get_channel_layer().group_send(
+            group_for_conversation(generation.conversation_id),
+            {"type": "reply.done", "reply_id": str(generation.message_id)},
+        )
+    except Exception:
+        logger.exception("Announcing the end of reply %s failed", generation.message_id)

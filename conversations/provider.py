@@ -39,12 +39,6 @@ def default_model() -> str:
     return OFFLINE_MODEL if is_offline() else settings.CHAT_DEFAULT_MODEL
 
 
-def provider_label() -> str:
-    if is_offline():
-        return "Offline demo model"
-    return settings.OPENAI_BASE_URL or "OpenAI"
-
-
 @lru_cache(maxsize=4)
 def _client(
     base_url: str, api_key: str, timeout: float, connect_timeout: float, retries: int

@@ -44,7 +44,7 @@ def _chat_context(request: HttpRequest, conversation: Conversation | None) -> di
         "conversation": conversation,
         "current_conversation_id": conversation.pk if conversation else None,
         "conversations": recent_conversations(request.user.pk),
-        "messages": messages,
+        "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else "",
         "busy": any(m.is_streaming for m in messages),
         "form": MessageForm(),
@@ -75,20 +75,18 @@ def earlier_messages(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRe
         raise Http404("No such message.") from None
     before = get_object_or_404(conversation.messages, pk=before_id, superseded_by__isnull=True)
     messages = current_messages(conversation, before=before, limit=settings.CHAT_PAGE_MESSAGES)
-    context = {"conversation": conversation, "messages": messages}
+    context = {"conversation": conversation, "chat_messages": messages}
     return render(request, f"{CHAT_TEMPLATE}#message-run", context)
 
 
-def _composer(
-    request: HttpRequest, conversation: Conversation | None, form: MessageForm, busy: bool
-) -> HttpResponse:
-    context = {
-        "conversation": conversation,
-        "form": form,
-        "busy": busy,
-        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-    }
-    return render(request, f"{CHAT_TEMPLATE}#composer", context)
+def _composer(request: HttpRequest, conversation: Conversation | None, form: MessageForm):
+    """The composer again, with the form's errors or emptied after a send: the field alone for
+    htmx, the whole page otherwise."""
+    if not request.htmx:
+        context = {**_chat_context(request, conversation), "form": form}
+        return render(request, CHAT_TEMPLATE, context)
+    context = {"form": form, "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS}
+    return render(request, f"{CHAT_TEMPLATE}#composer-field", context)
 
 
 async def _send(
@@ -98,12 +96,12 @@ async def _send(
         await generation.begin(conversation, form.cleaned_data["text"])
     except generation.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
-        return await sync_to_async(_composer)(request, conversation, form, True)
+        return await sync_to_async(_composer)(request, conversation, form)
     if is_new or not request.htmx:
         if request.htmx:
             return HttpResponseClientRedirect(conversation.get_absolute_url())
         return redirect(conversation)
-    return await sync_to_async(_composer)(request, conversation, MessageForm(), True)
+    return await sync_to_async(_composer)(request, conversation, MessageForm())
 
 
 @login_required
@@ -112,7 +110,7 @@ async def start_conversation(request: HttpRequest) -> HttpResponse:
     """Create a conversation from its first message and start the reply."""
     form = MessageForm(request.POST)
     if not form.is_valid():
-        return await sync_to_async(_composer)(request, None, form, False)
+        return await sync_to_async(_composer)(request, None, form)
     user = await request.auser()
     conversation = await Conversation.objects.acreate(owner=user)
     return await _send(request, conversation, form, is_new=True)
@@ -198,7 +196,7 @@ async def send_message(request: HttpRequest, conversation_id: uuid.UUID) -> Http
     conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
     form = MessageForm(request.POST)
     if not form.is_valid():
-        return await sync_to_async(_composer)(request, conversation, form, False)
+        return await sync_to_async(_composer)(request, conversation, form)
     return await _send(request, conversation, form, is_new=False)
 
 

@@ -38,6 +38,7 @@ OWNER = "owner"  # one conversation's data: its owner only; anyone else is told 
 SIGNED_IN = "signed-in"  # any signed-in user, each about their own account and conversations
 PUBLIC = "public"  # anyone: signing in, signing up, resetting a password; shows no one's data
 STAFF = "staff"  # the Django admin: staff only; everyone else is sent to the admin login
+NOBODY = "nobody"  # the websocket catch-all: refused to everyone, like a 404
 
 ACCESS = {
     # conversations
@@ -52,6 +53,7 @@ ACCESS = {
     "earlier_messages": OWNER,
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
+    "ws_unknown": NOBODY,
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,
@@ -401,8 +403,8 @@ async def open_websocket(path: str, client: Client) -> tuple[WebsocketCommunicat
 @pytest.mark.parametrize("route", WEBSOCKET_ROUTES, ids=str)
 async def test_only_those_entitled_open_the_websocket(route: Route, world: World) -> None:
     access = access_of(route)
-    assert access in (OWNER, SIGNED_IN), f"{route.pattern}: no rule for websockets {access}"
-    path = world.url_for(route)
+    assert access in (OWNER, SIGNED_IN, NOBODY), f"{route.pattern}: no rule for {access}"
+    path = world.url_for(route) if access != NOBODY else "/ws/no-such-thing/"
     sockets = {
         actor: await open_websocket(path, await sync_to_async(signed_in)(user))
         for actor, user in {"alice": world.alice, "bob": world.bob, "anonymous": None}.items()
@@ -410,6 +412,9 @@ async def test_only_those_entitled_open_the_websocket(route: Route, world: World
     try:
         alice, alice_connected = sockets["alice"]
         bob, bob_connected = sockets["bob"]
+        if access == NOBODY:
+            assert not (alice_connected or bob_connected or sockets["anonymous"][1])
+            return
         assert alice_connected
         assert not sockets["anonymous"][1]
         if access == OWNER:

@@ -204,10 +204,12 @@ class TestSending:
         )
 
         assert response.status_code == 200
-        composer = response.content.decode()
-        assert 'id="composer"' in composer
-        assert f'hx-post="{reverse("reply_stop", args=[conversation.pk])}"' in composer
-        assert 'disabled aria-disabled="true"' in composer
+        # An emptied field comes back; the Stop button and the disabled Send come over the
+        # websocket, in order with the reply's own events.
+        field = response.content.decode()
+        assert 'id="composer-field"' in field
+        assert 'id="composer-input"' in field and "And in June?" not in field
+        assert "composer-actions" not in field
         *_, question, reply = await messages_of(conversation)
         assert (question.role, question.content) == (Message.Role.USER, "And in June?")
         assert (reply.role, reply.status, reply.content) == (

@@ -2,15 +2,30 @@
 (function () {
   "use strict";
 
+  // Phones and tablets have no Shift+Enter: there Enter starts a new line and Send sends.
+  var touchOnly = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+
   function composerBusy() {
     var actions = document.getElementById("composer-actions");
     return actions && actions.dataset.busy === "true";
   }
 
-  // Enter sends, Shift+Enter inserts a new line; nothing is sent while a reply streams.
+  function composerInput() {
+    return document.getElementById("composer-input");
+  }
+
   document.addEventListener("keydown", function (event) {
+    // Escape closes the conversation drawer on narrow screens.
+    var drawer = document.getElementById("sidebar-toggle");
+    if (event.key === "Escape" && drawer && drawer.checked) {
+      drawer.checked = false;
+      drawer.focus();
+      return;
+    }
+    // Enter sends, Shift+Enter inserts a new line; nothing is sent while a reply streams.
     var input = event.target;
-    if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey || event.isComposing) {
+    if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey ||
+        event.isComposing || touchOnly) {
       return;
     }
     event.preventDefault();
@@ -37,16 +52,6 @@
     }
   }
 
-  document.addEventListener("htmx:wsAfterMessage", scrollToEnd);
-  document.addEventListener("htmx:afterSwap", function (event) {
-    if (event.target.id === "composer") {
-      stickToBottom = true;
-      var input = document.getElementById("composer-input");
-      if (input) {
-        input.focus();
-      }
-    }
-  });
   // The conversation list arrives rendered once for all of a user's tabs: mark this tab's own.
   function markCurrentConversation() {
     var links = document.querySelectorAll("#conversation-list a");
@@ -58,7 +63,30 @@
       }
     }
   }
-  document.addEventListener("htmx:wsAfterMessage", markCurrentConversation);
+
+  // A fragment from the socket may replace the element that had the keyboard focus (the Stop
+  // button, a message's Regenerate): give the focus to the composer rather than lose it.
+  var focusedBeforeMessage = null;
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    focusedBeforeMessage = document.activeElement;
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    scrollToEnd();
+    markCurrentConversation();
+    if (focusedBeforeMessage && focusedBeforeMessage !== document.body &&
+        !document.body.contains(focusedBeforeMessage) && composerInput()) {
+      composerInput().focus();
+    }
+    focusedBeforeMessage = null;
+  });
+
+  // After a send, the emptied composer keeps the focus.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt.id === "composer" && event.detail.successful && composerInput()) {
+      stickToBottom = true;
+      composerInput().focus();
+    }
+  });
 
   // An Edit form that htmx just swapped in takes the focus, with the caret at the end.
   document.addEventListener("htmx:load", function (event) {
@@ -68,11 +96,12 @@
       edit.setSelectionRange(edit.value.length, edit.value.length);
     }
   });
+
   document.addEventListener("DOMContentLoaded", function () {
     scrollToEnd();
-    var input = document.getElementById("composer-input");
-    if (input && !document.querySelector("[aria-invalid]")) {
-      input.focus();
+    // Not on touch screens, where focusing would pop the keyboard over the conversation.
+    if (composerInput() && !touchOnly && !document.querySelector("[aria-invalid]")) {
+      composerInput().focus();
     }
   });
 })();
