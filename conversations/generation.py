@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
@@ -27,7 +28,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import fragments, provider
-from .asyncdb import in_worker_thread
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _touch(conversation: Conversation, locked: Conversation, now, text: str | No
     conversation.title, conversation.updated_at = locked.title, locked.updated_at
 
 
-@in_worker_thread
+@database_sync_to_async
 def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID | None) -> Message:
     with transaction.atomic():
         locked = _lock_idle(conversation)
@@ -160,7 +160,7 @@ def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID |
     return reply
 
 
-@in_worker_thread
+@database_sync_to_async
 def _store_regeneration(conversation: Conversation) -> Message:
     with transaction.atomic():
         locked = _lock_idle(conversation)
@@ -204,7 +204,7 @@ async def _sweep_forever() -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            marked = await in_worker_thread(mark_stale_replies_interrupted)()
+            marked = await database_sync_to_async(mark_stale_replies_interrupted)()
             for conversation_id, reply_id in marked:
                 await get_channel_layer().group_send(
                     group_for_conversation(conversation_id),
@@ -224,7 +224,7 @@ def ensure_sweeper() -> None:
         _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
-@in_worker_thread
+@database_sync_to_async
 def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, str]]:
     conversation = Conversation.objects.get(pk=conversation_id)
     messages: list[dict[str, str]] = []
@@ -241,14 +241,14 @@ def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, 
     return messages
 
 
-@in_worker_thread
+@database_sync_to_async
 def _flush(message_id: uuid.UUID, text: str) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=text, updated_at=timezone.now()
     )
 
 
-@in_worker_thread
+@database_sync_to_async
 def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
     # Also over "interrupted": a reply taken for dead while its generator was alive (a stalled
     # heartbeat) still gets its whole text.
@@ -262,11 +262,11 @@ def _detached(coroutine) -> asyncio.Future:
 
     Django cancels a view when its client disconnects. Storing a turn and starting its reply
     must not be cut in two by that: a stored reply with no generator would look alive for
-    CHAT_STALE_SECONDS and block the conversation. The task gets a fresh context so that it
-    does not use the request's sync-to-async executor, which ends with the request.
+    CHAT_STALE_SECONDS and block the conversation. The task keeps the request's context, so
+    its database calls run where the request's do (a view waiting on calls queued anywhere
+    else could wait on its own thread).
     """
-    task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
-    return asyncio.shield(task)
+    return asyncio.shield(asyncio.get_running_loop().create_task(coroutine))
 
 
 async def begin(
@@ -308,7 +308,7 @@ async def _announce(conversation: Conversation, event: str, reply: Message) -> N
 
 async def announce_sidebar_change(owner_id: int) -> None:
     """Send every open page of this user its new conversation list."""
-    html = await in_worker_thread(fragments.conversation_list)(owner_id)
+    html = await database_sync_to_async(fragments.conversation_list)(owner_id)
     await get_channel_layer().group_send(
         group_for_user(owner_id), {"type": "sidebar.changed", "html": html}
     )
@@ -354,7 +354,7 @@ async def request_stop(message_id: uuid.UUID) -> None:
     A generation that has not yet joined its control group (it was started a moment ago)
     would miss the message, so the request is also left in the cache, where it looks first.
     """
-    await in_worker_thread(cache.set)(_stop_key(message_id), True, timeout=3600)
+    await database_sync_to_async(cache.set)(_stop_key(message_id), True, timeout=3600)
     await get_channel_layer().group_send(
         group_for_generation(message_id), {"type": "generation.stop"}
     )
@@ -475,7 +475,7 @@ async def _run(generation: Generation) -> None:
     try:
         messages = await _history(generation.conversation_id, generation.message_id)
         generation.reader = asyncio.create_task(_read(generation, messages))
-        if await in_worker_thread(cache.get)(_stop_key(generation.message_id)):
+        if await database_sync_to_async(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
         status = Message.Status.COMPLETE
@@ -522,7 +522,7 @@ TITLE_INSTRUCTIONS = (
 )
 
 
-@in_worker_thread
+@database_sync_to_async
 def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     conversation = Conversation.objects.get(pk=conversation_id)
     if conversation.metadata.get("title_source"):
@@ -540,7 +540,7 @@ def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     ]
 
 
-@in_worker_thread
+@database_sync_to_async
 def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
