@@ -99,6 +99,10 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
     @property
+    def dom_id(self) -> str:
+        return f"message-{self.id}"
+
+    @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
 
