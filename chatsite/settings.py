@@ -150,19 +150,21 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channels and cache: Redis when REDIS_URL is set, in-process otherwise (one process only).
 REDIS_URL = env_str("REDIS_URL")
-# Messages a websocket's channel may hold before new ones are dropped (the default is 100, about
-# three seconds of reply text for a page that falls behind). Watchers recover from drops, but
-# fewer is better.
+# Messages a websocket's channel may hold before new ones are dropped, with the in-process layer
+# (the default is 100, about three seconds of reply text for a page that falls behind). Watchers
+# recover from drops, but fewer is better.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # The pub/sub layer pushes each message to the processes subscribed to it. The
+            # default channels-redis layer keeps each process's inbox in a sorted set capped at
+            # `capacity`, polled one message per round trip: with 500 replies streaming it
+            # dropped group messages and lost replies (docs/performance.md).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # channels-redis waits on BZPOPMIN for 5 s at a time, and redis-py 8 gives up on
-                # any read after 5 s by default: every idle websocket and generation would die.
-                # redis-py 8 caps a pool at 100 connections and fails past that, while every
-                # streaming reply and every open page may have a command in flight.
+                # redis-py 8 gives up on any read after 5 s by default, and caps a pool at 100
+                # connections, failing past that.
                 "hosts": [
                     {
                         "address": REDIS_URL,
@@ -171,7 +173,6 @@ if REDIS_URL:
                     }
                 ],
                 "prefix": env_str("REDIS_PREFIX", "chatsite"),
-                "capacity": CHANNEL_CAPACITY,
             },
         }
     }

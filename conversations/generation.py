@@ -15,6 +15,7 @@ and finally stores the reply once, with model and usage, and publishes `reply.do
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from . import fragments, provider
@@ -98,6 +99,28 @@ def title_from(text: str) -> str:
 
 class NothingToRegenerate(Exception):
     """The conversation has no reply to regenerate, or the message is not the last one."""
+
+
+def _generation_database_call(function):
+    """Run `function` on the default thread pool, not on the one thread of sync_to_async.
+
+    A generation runs in a context of its own (it outlives the request that started it), so a
+    thread-sensitive call would send the database work of every reply the process streams to one
+    and the same thread: with hundreds streaming, their flushes queued there, the heartbeat they
+    carry fell behind CHAT_STALE_SECONDS and live replies were swept as interrupted. Each of
+    these calls is a unit of work of its own that no request waits on.
+    """
+
+    @functools.wraps(function)
+    def unit_of_work(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Inside the call's own context: the pool's threads come and go with event loops,
+            # and a connection left open on one that ended would never go back to the pool.
+            close_old_connections()
+
+    return database_sync_to_async(unit_of_work, thread_sensitive=False)
 
 
 def _lock_idle(conversation: Conversation) -> Conversation:
@@ -204,7 +227,7 @@ async def _sweep_forever() -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            marked = await database_sync_to_async(mark_stale_replies_interrupted)()
+            marked = await _generation_database_call(mark_stale_replies_interrupted)()
             for conversation_id, reply_id in marked:
                 await get_channel_layer().group_send(
                     group_for_conversation(conversation_id),
@@ -224,7 +247,7 @@ def ensure_sweeper() -> None:
         _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
-@database_sync_to_async
+@_generation_database_call
 def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, str]]:
     conversation = Conversation.objects.get(pk=conversation_id)
     messages: list[dict[str, str]] = []
@@ -241,14 +264,14 @@ def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, 
     return messages
 
 
-@database_sync_to_async
+@_generation_database_call
 def _flush(message_id: uuid.UUID, text: str) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=text, updated_at=timezone.now()
     )
 
 
-@database_sync_to_async
+@_generation_database_call
 def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
     # Also over "interrupted": a reply taken for dead while its generator was alive (a stalled
     # heartbeat) still gets its whole text.
@@ -495,8 +518,13 @@ async def _run(generation: Generation) -> None:
         metadata["error"] = "Something went wrong on the server while generating this reply."
         metadata["error_kind"] = "internal"
     finally:
-        await layer.group_discard(control_group, channel)
-        await _end_control_loop(control, channel)
+        try:
+            await layer.group_discard(control_group, channel)
+            await _end_control_loop(control, channel)
+        except Exception:
+            # The reply's text is stored below whatever the channel layer does.
+            logger.exception("Ending the control loop of reply %s failed", generation.message_id)
+            control.cancel()
     first_token_at = generation.first_token_at
     metadata["timings"] = {
         "total_seconds": round(time.monotonic() - started, 3),

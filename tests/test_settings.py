@@ -100,7 +100,7 @@ def test_environment_variables_switch_on_real_services():
 
     assert started["DATABASE_ENGINE"] == "django.db.backends.postgresql"
     assert started["DATABASE_POOL"] is True
-    assert started["CHANNEL_LAYER"] == "channels_redis.core.RedisChannelLayer"
+    assert started["CHANNEL_LAYER"] == "channels_redis.pubsub.RedisPubSubChannelLayer"
     assert started["CACHE"] == "django.core.cache.backends.redis.RedisCache"
     assert started["OPENAI_BASE_URL"] == "http://localhost:11434/v1"
     assert started["CHAT_MAX_MESSAGE_CHARS"] == 5000
