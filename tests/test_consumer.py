@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.urls import reverse
 
 from conversations import generation
@@ -246,3 +247,22 @@ async def test_a_frame_from_the_page_is_answered_with_an_error_and_the_socket_st
     await generation.wait_for(reply.pk)
     await reply.arefresh_from_db()
     assert socket.text_of(reply) == reply.content == fake_openai.default.text
+
+
+async def test_a_channel_layer_failing_at_the_end_still_leaves_the_reply_stored(
+    alice_async_client, conversation, fake_openai, monkeypatch
+):
+    layer = get_channel_layer()
+
+    async def broken_group_discard(group, channel):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(layer, "group_discard", broken_group_discard)
+    fake_openai.script(Reply(text="Stored whatever the layer does."))
+
+    reply = await send(alice_async_client, conversation, "Say something")
+    await generation.wait_for(reply.pk)
+    await reply.arefresh_from_db()
+
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "Stored whatever the layer does."
