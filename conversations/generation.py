@@ -45,6 +45,8 @@ class Generation:
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     model: str
+    # What the model is sent: read in the transaction that stored the reply.
+    history: list[dict[str, str]]
     parts: list[str] = field(default_factory=list)
     length: int = 0
     published: int = 0
@@ -160,7 +162,9 @@ def _touch(conversation: Conversation, locked: Conversation, now, text: str | No
 
 
 @database_sync_to_async
-def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID | None) -> Message:
+def _store_turn(
+    conversation: Conversation, text: str, *, replacing: uuid.UUID | None
+) -> tuple[Message, list[dict[str, str]]]:
     with transaction.atomic():
         locked = _lock_idle(conversation)
         current = locked.messages.filter(superseded_by__isnull=True).order_by("created_at")
@@ -180,11 +184,14 @@ def _store_turn(conversation: Conversation, text: str, *, replacing: uuid.UUID |
         for old in previous:
             _supersede(old, question if old.role == Message.Role.USER else reply)
         _touch(conversation, locked, now, text)
-    return reply
+        # Read here, where the rows are at hand, rather than by the generation a moment later:
+        # the model is asked one database round trip sooner.
+        history = _model_messages(locked, reply.pk)
+    return reply, history
 
 
 @database_sync_to_async
-def _store_regeneration(conversation: Conversation) -> Message:
+def _store_regeneration(conversation: Conversation) -> tuple[Message, list[dict[str, str]]]:
     with transaction.atomic():
         locked = _lock_idle(conversation)
         last = locked.messages.filter(superseded_by__isnull=True).order_by("created_at").last()
@@ -194,7 +201,8 @@ def _store_regeneration(conversation: Conversation) -> Message:
         reply = _new_reply(locked, now)
         _supersede(last, reply)
         _touch(conversation, locked, now, None)
-    return reply
+        history = _model_messages(locked, reply.pk)
+    return reply, history
 
 
 def mark_stale_replies_interrupted(
@@ -247,9 +255,9 @@ def ensure_sweeper() -> None:
         _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
 
 
-@_generation_database_call
-def _history(conversation_id: uuid.UUID, reply_id: uuid.UUID) -> list[dict[str, str]]:
-    conversation = Conversation.objects.get(pk=conversation_id)
+def _model_messages(conversation: Conversation, reply_id: uuid.UUID) -> list[dict[str, str]]:
+    """What the model is sent to write reply `reply_id`: the system prompt and the current
+    messages before it."""
     messages: list[dict[str, str]] = []
     if conversation.system_prompt:
         messages.append({"role": "system", "content": conversation.system_prompt})
@@ -315,8 +323,8 @@ async def regenerate(conversation: Conversation) -> Message:
 
 
 async def _store_and_start(conversation: Conversation, store, event: str) -> Message:
-    reply = await store
-    start(conversation.pk, reply)
+    reply, history = await store
+    start(conversation.pk, reply, history)
     await _announce(conversation, event, reply)
     return reply
 
@@ -337,10 +345,11 @@ async def announce_sidebar_change(owner_id: int) -> None:
     )
 
 
-def start(conversation_id: uuid.UUID, reply: Message) -> Generation:
+def start(conversation_id: uuid.UUID, reply: Message, history: list[dict[str, str]]) -> Generation:
     generation = Generation(
         conversation_id=conversation_id,
         message_id=reply.pk,
+        history=history,
         model=reply.metadata.get("model") or provider.default_model(),
     )
     # A fresh context: the task must not inherit the request's (its sync-to-async executor
@@ -496,8 +505,7 @@ async def _run(generation: Generation) -> None:
     metadata: dict = {"model": generation.model}
     status = Message.Status.ERROR
     try:
-        messages = await _history(generation.conversation_id, generation.message_id)
-        generation.reader = asyncio.create_task(_read(generation, messages))
+        generation.reader = asyncio.create_task(_read(generation, generation.history))
         if await database_sync_to_async(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader

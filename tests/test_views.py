@@ -331,11 +331,11 @@ class TestSending:
         self, conversation, fake_openai
     ):
         fake_openai.script(Reply(chunks=[f" word{n}" for n in range(50)], delay=0.05))
-        reply = await generation._store_turn(conversation, "Count", replacing=None)
+        reply, history = await generation._store_turn(conversation, "Count", replacing=None)
 
         # The stop arrives before the generation has joined its control group.
         await generation.request_stop(reply.pk)
-        generation.start(conversation.pk, reply)
+        generation.start(conversation.pk, reply, history)
         await generation.wait_for(reply.pk)
 
         await reply.arefresh_from_db()
