@@ -1,10 +1,12 @@
-"""Response headers that Django's settings cannot set by themselves."""
+"""Middleware of our own: response headers Django's settings cannot set, static files."""
 
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
+from whitenoise.middleware import WhiteNoiseMiddleware
 
 # Scripts, styles, images, fonts and connections (the websocket included: in CSP 3 'self'
 # matches ws: and wss: on the page's own host) come from this site only, and never inline.
@@ -47,3 +49,36 @@ def content_security_policy(
         return response
 
     return middleware
+
+
+class StaticFilesMiddleware(WhiteNoiseMiddleware):
+    """WhiteNoise, without making every other request cross threads twice.
+
+    WhiteNoise's middleware is sync-only, so Django ran it on the sync thread and called the rest
+    of the chain back from there: two thread hops in front of every async view, the chat's POST
+    included (docs/performance.md). Here a request for anything but a static file goes straight
+    on; a static file is still found and opened by WhiteNoise, the file on a worker thread.
+    """
+
+    async_capable = True
+    sync_capable = True
+
+    def __init__(self, get_response, settings=settings) -> None:
+        super().__init__(get_response, settings=settings)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest):
+        if self.is_async:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve, thread_sensitive=False)(static_file, request)
+        return await self.get_response(request)

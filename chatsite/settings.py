@@ -77,7 +77,7 @@ MIDDLEWARE = [
     # Before WhiteNoise, so that static files carry these headers too.
     "chatsite.middleware.content_security_policy",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chatsite.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

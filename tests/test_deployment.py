@@ -378,3 +378,21 @@ def test_the_chat_and_the_admin_work_in_a_browser_without_a_policy_violation(
     violations = [report for report in reports if "Content Security Policy" in report]
     violations += [report for report in reports if " blocked " in report]
     assert violations == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_static_files_are_served_by_the_async_stack_with_long_lived_caching(
+    alice_async_client,
+) -> None:
+    stylesheet = await alice_async_client.get(static("css/app.css"))
+    missing = await alice_async_client.get(settings.STATIC_URL + "css/no-such-file.css")
+    page = await alice_async_client.get(reverse("home"))
+
+    assert stylesheet.status_code == 200
+    assert b".message" in b"".join(stylesheet.streaming_content)
+    # Collected under a hashed name, so it can be cached for good.
+    assert "immutable" in stylesheet["Cache-Control"]
+    assert stylesheet["Content-Security-Policy"]
+    assert missing.status_code == 404
+    assert page.status_code == 200
