@@ -184,11 +184,12 @@ async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) 
         )
         return await sync_to_async(render)(request, template, context)
     await _stop_streaming_replies(conversation)
+    its_page = conversation.get_absolute_url()
     await conversation.adelete()
     await generation.announce_sidebar_change(user.pk)
     home = reverse("home")
     if request.htmx:
-        if request.htmx.current_url_abs_path.split("?")[0] == conversation.get_absolute_url():
+        if (request.htmx.current_url_abs_path or "").split("?")[0] == its_page:
             return HttpResponseClientRedirect(home)
         return await sync_to_async(_sidebar_response)(request)
     return redirect(_next_url(request, home))

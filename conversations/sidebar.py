@@ -72,10 +72,11 @@ def recency_group(updated_at: datetime, now: datetime | None = None) -> str:
 
 
 def sidebar_page(
-    owner_id: int, after: Cursor | None = None, *, page_size: int = PAGE_SIZE
+    owner_id: int, after: Cursor | None = None, *, page_size: int | None = None
 ) -> SidebarPage:
     """One page of the owner's sidebar: the first one (`after` None) starts with the pinned
     conversations; archived ones are never listed."""
+    page_size = page_size or PAGE_SIZE
     now = timezone.now()
     listed = Conversation.objects.filter(owner_id=owner_id, archived_at__isnull=True).only(
         *_SIDEBAR_FIELDS
