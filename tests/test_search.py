@@ -205,18 +205,24 @@ class TestFullTextSearch:
         assert markup_other_than_marks(snippet) == []
         assert len(snippet.text()) < 400
 
-    def test_the_message_search_can_use_its_gin_index(self, make_conversation):
-        make_conversation(history=[("user", "fern")])
+    def test_the_message_search_reads_the_gin_index(self, make_conversation, bob):
+        words = "water light soil garden river coffee bread music train ticket".split()
+        for owner in (None, bob):
+            make_conversation(
+                owner=owner,
+                history=[
+                    ("user", " ".join(words[(n + k) % 10] for k in range(20))) for n in range(300)
+                ]
+                + [("user", "a rare fern")],
+            )
         with connection.cursor() as cursor:
-            cursor.execute("SET enable_seqscan = off")
-            owner_id = Conversation.objects.get().owner_id
-            query = search.search(owner_id, "fern").messages.paginator.object_list
+            cursor.execute("ANALYZE conversations_message")
+            query = search.search(bob.pk, "fern").messages.paginator.object_list
             sql, params = query.query.sql_with_params()
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
-            cursor.execute("SET enable_seqscan = on")
 
-        assert "message_content_search" in plan
+        assert "Bitmap Index Scan on message_content_search" in plan
 
 
 @pytest.mark.django_db
