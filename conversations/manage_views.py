@@ -229,7 +229,7 @@ def archive(request: HttpRequest) -> HttpResponse:
 def search_conversations(request: HttpRequest) -> HttpResponse:
     """Search titles and messages (`?q=`): the results alone for htmx, a whole page otherwise."""
     results = search.search(request.user.pk, request.GET.get("q", ""), request.GET.get("page"))
-    context = {"results": results, "compact": request.GET.get("in") == "sidebar"}
+    context = {"results": results, "compact": request.htmx and request.GET.get("in") == "sidebar"}
     if request.htmx:
         return render(request, "conversations/search.html#search-results", context)
     return render(request, "conversations/search.html", context)
