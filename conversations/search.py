@@ -1,13 +1,14 @@
 """Searching a user's conversations: their titles and the text of their current messages.
 
 On PostgreSQL this is full-text search (`websearch_to_tsquery`: words, "quoted phrases", -not,
-or), ranked with ts_rank and shown with ts_headline snippets; message text is read from the GIN
-index `message_content_search`. Elsewhere (SQLite) every word must appear, case-insensitively,
-and the snippet is cut around the first match.
+or), ranked with ts_rank; ts_headline tells which words matched, and the snippet is cut around
+them; message text is read from the GIN index `message_content_search`. Elsewhere (SQLite)
+every word must appear, case-insensitively, and the snippet is cut around the first match.
 
 Snippets come back as a list of `Part`s, plain text each, some of them marked as matches: the
 template escapes every part and wraps the matches in <mark>, so text can never become markup.
-ts_headline is asked to wrap matches in two private-use characters, not in HTML, for that reason.
+ts_headline is asked to wrap matches in two private-use characters, not in HTML, and only the
+words between them are used.
 """
 
 import re
@@ -70,9 +71,11 @@ def search(owner_id: int, query: str, page_number: str | int | None = 1) -> Resu
     title_hits = list(titles[:TITLE_RESULTS]) if page.number == 1 else []
     if uses_full_text():
         for conversation in title_hits:
-            conversation.title_parts = parts_between_marks(conversation.headline)
+            pattern = _words_pattern(matched_words(conversation.headline))
+            conversation.title_parts = marked(conversation.display_title, pattern)
         for message in page:
-            message.snippet = parts_between_marks(message.headline)
+            pattern = _words_pattern(matched_words(message.headline))
+            message.snippet = snippet_around_match(message.content, pattern)
     else:
         pattern = _terms_pattern(query)
         for conversation in title_hits:
@@ -168,6 +171,20 @@ def snippet_around_match(text: str, pattern: re.Pattern, width: int = SNIPPET_CH
     if end < len(text):
         parts.append(Part("…"))
     return parts
+
+
+def matched_words(headline: str) -> set[str]:
+    """The words ts_headline marked: those of the text that matched the query, in whatever
+    form (a search for "watering" marks "watered"). The snippet itself is cut from the text
+    as written, since ts_headline drops anything its parser takes for an HTML tag."""
+    return {part.text for part in parts_between_marks(headline) if part.match and part.text}
+
+
+def _words_pattern(words: set[str]) -> re.Pattern:
+    if not words:
+        return re.compile(r"(?!)")  # matches nothing
+    alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
 def parts_between_marks(headline: str) -> list[Part]:
