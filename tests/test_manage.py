@@ -22,7 +22,7 @@ from conversations import generation, sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from tests.conftest import SITE_ORIGIN
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.xss import parse
+from tests.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}
 
@@ -638,3 +638,59 @@ class TestSidebarPages:
         bob_client.force_login(bob)
 
         assert queries_for_home(alice_client) == queries_for_home(bob_client)
+
+
+# --------------------------------------------------------------------------- #
+# Hostile titles in every place this feature shows one
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name", PAYLOADS)
+def test_hostile_titles_stay_text_in_the_sidebar_forms_dialogs_and_archive(
+    alice_client, make_conversation, name, monkeypatch
+):
+    monkeypatch.setattr(sidebar, "PAGE_SIZE", 1)
+    title = PAYLOADS[name][:TITLE_MAX_LENGTH]
+    pinned = make_conversation(title=title)
+    Conversation.objects.filter(pk=pinned.pk).update(pinned_at=timezone.now())
+    listed = make_conversation(title=title, updated_at=timezone.now() - timedelta(days=1))
+    make_conversation(title=title, updated_at=timezone.now() - timedelta(days=30))
+    archived = make_conversation(title=title)
+    Conversation.objects.filter(pk=archived.pk).update(archived_at=timezone.now())
+    rename = reverse("conversation_rename", args=[listed.pk])
+    delete = reverse("conversation_delete", args=[listed.pk])
+    pages = {
+        "chat": alice_client.get(listed.get_absolute_url()),
+        "rename in the header": alice_client.get(rename, {"in": "header"}, headers=HTMX),
+        "rename in the sidebar": alice_client.get(rename, {"in": "sidebar"}, headers=HTMX),
+        "rename page": alice_client.get(rename),
+        "refused rename": alice_client.post(rename, {"title": ""}, headers=HTMX),
+        "label": alice_client.get(reverse("conversation_label", args=[listed.pk]), headers=HTMX),
+        "delete dialog": alice_client.get(delete, headers=HTMX),
+        "delete page": alice_client.get(delete),
+        "archive": alice_client.get(reverse("archive")),
+    }
+    home = alice_client.get(reverse("home")).content.decode()
+    pages["more"] = alice_client.get(more_link(home), headers=HTMX)
+    pages["more page"] = alice_client.get(more_link(home))
+    pin = reverse("conversation_pin", args=[listed.pk])
+    pages["pinned"] = alice_client.post(pin, headers=HTMX)
+
+    for place, response in pages.items():
+        html = response.content.decode()
+        assert response.status_code == 200, place
+        assert executable_markup(html) == [], place
+        assert foreign_markup_in_user_content(html) == [], place
+    document = parse(pages["chat"].content.decode())
+    assert document.by_id("conversation-title").text() == title
+    summary = document.by_id(f"conversation-{listed.pk}").all("summary")[0]
+    assert summary.attrs["aria-label"] == f"Actions for {title}"
+    form = parse(pages["rename in the sidebar"].content.decode())
+    assert (
+        next(i for i in form.all("input") if i.attrs.get("name") == "title").attrs["value"] == title
+    )
+    dialog = parse(pages["delete dialog"].content.decode())
+    assert dialog.all(class_name="delete-title")[0].text() == title
+    archive = parse(pages["archive"].content.decode())
+    assert archive.by_id(f"archived-{archived.pk}").all("a")[0].text() == title
