@@ -53,6 +53,11 @@ def populate(email: str, conversations: int, messages: int):
         ],
         batch_size=2000,
     )
+    # A few pinned (they head the sidebar) and archived (they leave it) among them.
+    Conversation.objects.filter(
+        owner=user, title__in=["Conversation 7", "Conversation 4000"]
+    ).update(pinned_at=now)
+    Conversation.objects.filter(owner=user, title__endswith="00").update(archived_at=now)
     long_one = Conversation.objects.create(owner=user, title="The long one", updated_at=now)
     Message.objects.bulk_create(
         [
@@ -107,6 +112,11 @@ def main() -> None:
     light, short_one = populate("light@example.com", 3, 4)
     populated = time.perf_counter() - started
     settings.ALLOWED_HOSTS = ["testserver"]
+    from conversations.sidebar import sidebar_page
+
+    later_page = f"/conversations/?after={sidebar_page(heavy.pk).next_cursor}"
+    deep_cursor = sidebar_page(heavy.pk, page_size=9_000).next_cursor
+    deep_page = f"/conversations/?after={deep_cursor}"
 
     rows = [
         ("database", database_url.split("://")[0]),
@@ -120,6 +130,9 @@ def main() -> None:
     for label, user, path in [
         ("sidebar + new chat, heavy user", heavy, "/"),
         ("sidebar + new chat, light user", light, "/"),
+        ("sidebar, 2nd page (keyset), heavy user", heavy, later_page),
+        ("sidebar, page after 9,000, heavy user", heavy, deep_page),
+        ("search 'configure', heavy user", heavy, "/search/?q=configure"),
         (f"chat page, {MESSAGES:,} messages", heavy, long_one.get_absolute_url()),
         ("chat page, 4 messages", light, short_one.get_absolute_url()),
     ]:

@@ -2,7 +2,7 @@
 
 from django.template.loader import render_to_string
 
-from .models import recent_conversations
+from .sidebar import sidebar_page
 
 
 def conversation_list(owner_id: int) -> str:
@@ -10,5 +10,5 @@ def conversation_list(owner_id: int) -> str:
     marked in the browser (static/js/chat.js), so one rendering serves every open tab."""
     return render_to_string(
         "conversations/chat.html#conversation-list",
-        {"conversations": recent_conversations(owner_id), "oob": True},
+        {"sidebar": sidebar_page(owner_id), "oob": True},
     )

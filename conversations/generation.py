@@ -560,9 +560,9 @@ TITLE_INSTRUCTIONS = (
 
 @database_sync_to_async
 def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    if conversation.metadata.get("title_source"):
-        return None
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None or conversation.metadata.get("title_source"):
+        return None  # deleted meanwhile, or named already
     first_two = list(
         conversation.messages.filter(superseded_by__isnull=True)
         .exclude(content="")
@@ -579,9 +579,9 @@ def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
 @database_sync_to_async
 def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(pk=conversation_id)
-        if conversation.metadata.get("title_source"):
-            return None  # named meanwhile (another reply, an operator): that name stands
+        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        if conversation is None or conversation.metadata.get("title_source"):
+            return None  # deleted, or named meanwhile (another reply, an operator): that stands
         conversation.metadata["title_source"] = "model" if title else "first-message"
         conversation.title = title or conversation.title
         conversation.save(update_fields=["title", "metadata"])

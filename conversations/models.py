@@ -22,11 +22,30 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     # Settings of this conversation, such as {"model": "...", "system_prompt": "..."}.
     metadata = models.JSONField(default=dict, blank=True)
+    # Pinned conversations head the sidebar; archived ones leave it for the archive page.
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
         indexes = [
             models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent"),
+            # The sidebar's keyset pages, its pinned head and the archive page.
+            models.Index(
+                fields=["owner", "-updated_at", "-id"],
+                name="conversation_sidebar",
+                condition=models.Q(pinned_at__isnull=True, archived_at__isnull=True),
+            ),
+            models.Index(
+                fields=["owner", "-pinned_at"],
+                name="conversation_pinned",
+                condition=models.Q(pinned_at__isnull=False, archived_at__isnull=True),
+            ),
+            models.Index(
+                fields=["owner", "-archived_at", "-id"],
+                name="conversation_archived",
+                condition=models.Q(archived_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import manage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,4 +20,38 @@ urlpatterns = [
         views.edit_message,
         name="message_edit",
     ),
+    path(
+        "c/<uuid:conversation_id>/rename/",
+        manage_views.rename_conversation,
+        name="conversation_rename",
+    ),
+    path(
+        "c/<uuid:conversation_id>/label/",
+        manage_views.conversation_label,
+        name="conversation_label",
+    ),
+    path("c/<uuid:conversation_id>/pin/", manage_views.pin_conversation, name="conversation_pin"),
+    path(
+        "c/<uuid:conversation_id>/unpin/",
+        manage_views.unpin_conversation,
+        name="conversation_unpin",
+    ),
+    path(
+        "c/<uuid:conversation_id>/archive/",
+        manage_views.archive_conversation,
+        name="conversation_archive",
+    ),
+    path(
+        "c/<uuid:conversation_id>/unarchive/",
+        manage_views.unarchive_conversation,
+        name="conversation_unarchive",
+    ),
+    path(
+        "c/<uuid:conversation_id>/delete/",
+        manage_views.delete_conversation,
+        name="conversation_delete",
+    ),
+    path("conversations/", manage_views.conversation_list, name="conversation_list"),
+    path("archive/", manage_views.archive, name="archive"),
+    path("search/", manage_views.search_conversations, name="search"),
 ]

@@ -9,8 +9,8 @@ from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, re
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import generation
-from .models import Conversation, Message, current_messages, recent_conversations
+from . import generation, search, sidebar
+from .models import Conversation, Message, current_messages
 
 CHAT_TEMPLATE = "conversations/chat.html"
 BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
@@ -36,14 +36,15 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID)
     return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
-def _chat_context(request: HttpRequest, conversation: Conversation | None) -> dict:
-    messages = (
-        current_messages(conversation, limit=settings.CHAT_PAGE_MESSAGES) if conversation else []
-    )
+def _chat_context(
+    request: HttpRequest, conversation: Conversation | None, *, limit: int | None = None
+) -> dict:
+    limit = limit or settings.CHAT_PAGE_MESSAGES
+    messages = current_messages(conversation, limit=limit) if conversation else []
     return {
         "conversation": conversation,
         "current_conversation_id": conversation.pk if conversation else None,
-        "conversations": recent_conversations(request.user.pk),
+        "sidebar": sidebar.sidebar_page(request.user.pk),
         "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else "",
         "busy": any(m.is_streaming for m in messages),
@@ -62,7 +63,9 @@ def home(request: HttpRequest) -> HttpResponse:
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = _get_conversation_for_user(request, conversation_id)
     generation.mark_stale_replies_interrupted(conversation.pk)
-    return render(request, CHAT_TEMPLATE, _chat_context(request, conversation))
+    # A search result links to `?message=<id>`: the page then reaches back to that message.
+    limit = search.messages_to_show(conversation, request.GET.get("message"))
+    return render(request, CHAT_TEMPLATE, _chat_context(request, conversation, limit=limit))
 
 
 @login_required

@@ -51,6 +51,16 @@ ACCESS = {
     "message_detail": OWNER,
     "message_edit": OWNER,
     "earlier_messages": OWNER,
+    "conversation_rename": OWNER,
+    "conversation_label": OWNER,
+    "conversation_pin": OWNER,
+    "conversation_unpin": OWNER,
+    "conversation_archive": OWNER,
+    "conversation_unarchive": OWNER,
+    "conversation_delete": OWNER,
+    "conversation_list": SIGNED_IN,
+    "archive": SIGNED_IN,
+    "search": SIGNED_IN,
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
     "ws_unknown": NOBODY,
@@ -181,7 +191,11 @@ class World:
 
     def query_for(self, route: Route) -> str:
         """What a route needs after the `?` to answer its entitled visitor."""
-        queries = {"earlier_messages": {"before": self.reply.pk}}
+        queries = {
+            "earlier_messages": {"before": self.reply.pk},
+            # Words of every secret: Bob searching them must find nothing of Alice's.
+            "search": {"q": "5c1e"},
+        }
         return urlencode(queries.get(route.name, {}))
 
     def url_for(self, route: Route) -> str:

@@ -15,6 +15,13 @@
   }
 
   document.addEventListener("keydown", function (event) {
+    // Escape in a rename form puts the title back unchanged.
+    var renaming = event.target.closest && event.target.closest(".rename-form");
+    if (event.key === "Escape" && renaming) {
+      event.preventDefault();
+      renaming.querySelector(".rename-cancel").click();
+      return;
+    }
     // Escape closes the conversation drawer on narrow screens.
     var drawer = document.getElementById("sidebar-toggle");
     if (event.key === "Escape" && drawer && drawer.checked) {
@@ -35,7 +42,12 @@
   });
 
   // Keep the newest text in view while the reader is already at the bottom.
-  var stickToBottom = true;
+  // A link to one message (from search) shows that message instead.
+  var stickToBottom = !targetMessage();
+  function targetMessage() {
+    var hash = window.location.hash;
+    return /^#message-[0-9a-f-]+$/.test(hash) ? document.getElementById(hash.slice(1)) : null;
+  }
   function scroller() {
     return document.getElementById("chat-stream");
   }
@@ -97,7 +109,48 @@
     }
   });
 
+  // The delete confirmation arrives as a <dialog>: shown modal (Escape or Cancel close it,
+  // the focus stays inside), and removed once closed or once its request succeeded.
+  document.addEventListener("htmx:load", function (event) {
+    var dialog = event.detail.elt;
+    if (dialog.tagName !== "DIALOG" || dialog.open) {
+      return;
+    }
+    var opener = document.activeElement;
+    dialog.addEventListener("close", function () {
+      dialog.remove();
+      if (opener && document.body.contains(opener)) {
+        opener.focus();
+      }
+    });
+    dialog.querySelector(".dialog-cancel").addEventListener("click", function () {
+      dialog.close();
+    });
+    dialog.showModal();
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var dialog = event.detail.elt.closest && event.detail.elt.closest("dialog");
+    if (dialog && event.detail.successful && dialog.open) {
+      dialog.close();
+    }
+  });
+
+  // A rename form selects the title for typing over.
+  document.addEventListener("htmx:load", function (event) {
+    var input = event.detail.elt.querySelector && event.detail.elt.querySelector(".rename-input");
+    if (input) {
+      input.focus();
+      input.select();
+    }
+  });
+  // The sidebar, swapped by a request of this tab, marks this tab's conversation again.
+  document.addEventListener("htmx:afterSwap", markCurrentConversation);
+
   document.addEventListener("DOMContentLoaded", function () {
+    var target = targetMessage();
+    if (target) {
+      target.scrollIntoView({block: "center"});
+    }
     scrollToEnd();
     // Not on touch screens, where focusing would pop the keyboard over the conversation.
     if (composerInput() && !touchOnly && !document.querySelector("[aria-invalid]")) {

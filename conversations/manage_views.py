@@ -1,0 +1,235 @@
+"""Managing conversations (rename, pin, archive, delete), the sidebar's later pages, the archive
+and search. Every change is a CSRF-protected POST by the conversation's owner; after each one,
+every open page of the owner gets its new sidebar over the websocket."""
+
+import uuid
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from . import fragments, generation, search, sidebar
+from .models import TITLE_MAX_LENGTH, Conversation, Message
+
+MANAGE_TEMPLATE = "conversations/manage.html"
+ARCHIVE_PAGE_SIZE = 25
+PLACES = ("header", "sidebar")
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(
+        strip=True,
+        error_messages={"required": "Give the conversation a name."},
+    )
+
+    def clean_title(self) -> str:
+        title = " ".join(self.cleaned_data["title"].split())
+        if len(title) > TITLE_MAX_LENGTH:
+            raise forms.ValidationError(
+                f"A name is at most {TITLE_MAX_LENGTH} characters long; this one has {len(title)}."
+            )
+        return title
+
+
+def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
+    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+
+
+def _place(request: HttpRequest) -> str:
+    """Where the title being renamed is shown: the chat header, or the sidebar."""
+    place = request.GET.get("in") or request.POST.get("in")
+    return place if place in PLACES else "header"
+
+
+def _next_url(request: HttpRequest, default: str) -> str:
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(candidate, {request.get_host()}, request.is_secure()):
+        return candidate
+    return default
+
+
+def _announce(conversation: Conversation, *, title_changed: bool = False) -> None:
+    """Tell every open page of the owner: a new sidebar, and maybe the open chat's title.
+
+    The sidebar is rendered here, on the request's thread and connection, as
+    generation.announce_sidebar_change() would do on a thread of its own."""
+    group_send = async_to_sync(get_channel_layer().group_send)
+    html = fragments.conversation_list(conversation.owner_id)
+    group_send(
+        generation.group_for_user(conversation.owner_id), {"type": "sidebar.changed", "html": html}
+    )
+    if title_changed:
+        group_send(
+            generation.group_for_conversation(conversation.pk), {"type": "conversation.title"}
+        )
+
+
+def _sidebar_response(request: HttpRequest) -> HttpResponse:
+    """The first page of the sidebar, for the htmx request that changed it."""
+    context = {"sidebar": sidebar.sidebar_page(request.user.pk)}
+    return render(request, "conversations/chat.html#conversation-list", context)
+
+
+def _label(request: HttpRequest, conversation: Conversation, place: str) -> HttpResponse:
+    if place == "sidebar":
+        return render(request, f"{MANAGE_TEMPLATE}#sidebar-item", {"item": conversation})
+    return render(
+        request, f"{MANAGE_TEMPLATE}#conversation-heading", {"conversation": conversation}
+    )
+
+
+@login_required
+@require_GET
+def conversation_label(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The title as shown, without its rename form: what Cancel puts back."""
+    conversation = _get_conversation_for_user(request, conversation_id)
+    if not request.htmx:
+        return redirect(conversation)
+    return _label(request, conversation, _place(request))
+
+
+@login_required
+def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """GET: the title as a form, in place. POST: the new title."""
+    conversation = _get_conversation_for_user(request, conversation_id)
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    place = _place(request)
+    if request.method == "GET":
+        form = RenameForm(initial={"title": conversation.title})
+    else:
+        form = RenameForm(request.POST)
+        if form.is_valid():
+            conversation.title = form.cleaned_data["title"]
+            conversation.metadata["title_source"] = "user"
+            conversation.save(update_fields=["title", "metadata"])
+            _announce(conversation, title_changed=True)
+            if not request.htmx:
+                return redirect(_next_url(request, conversation.get_absolute_url()))
+            return _label(request, conversation, place)
+    context = {
+        "conversation": conversation,
+        "form": form,
+        "place": place,
+        "title_max_length": TITLE_MAX_LENGTH,
+    }
+    if not request.htmx:
+        return render(request, "conversations/rename.html", context)
+    return render(request, f"{MANAGE_TEMPLATE}#rename-form", context)
+
+
+def _set_state(request: HttpRequest, conversation_id: uuid.UUID, **changes) -> HttpResponse:
+    conversation = _get_conversation_for_user(request, conversation_id)
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    conversation.save(update_fields=list(changes))
+    _announce(conversation)
+    if request.htmx:
+        return _sidebar_response(request)
+    return redirect(_next_url(request, conversation.get_absolute_url()))
+
+
+@login_required
+@require_POST
+def pin_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _set_state(request, conversation_id, pinned_at=timezone.now(), archived_at=None)
+
+
+@login_required
+@require_POST
+def unpin_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _set_state(request, conversation_id, pinned_at=None)
+
+
+@login_required
+@require_POST
+def archive_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _set_state(request, conversation_id, archived_at=timezone.now(), pinned_at=None)
+
+
+@login_required
+@require_POST
+def unarchive_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    return _set_state(request, conversation_id, archived_at=None)
+
+
+async def _stop_streaming_replies(conversation: Conversation) -> None:
+    async for reply_id in Message.objects.filter(
+        conversation=conversation, status=Message.Status.STREAMING
+    ).values_list("pk", flat=True):
+        await generation.request_stop(reply_id)
+
+
+@login_required
+async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """GET: ask to confirm (a dialog for htmx, a page otherwise). POST with confirm=yes: stop
+    any reply being written, then delete the conversation and all its messages."""
+    user = await request.auser()
+    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    context = {"conversation": conversation, "next": _next_url(request, "")}
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        template = (
+            f"{MANAGE_TEMPLATE}#delete-dialog" if request.htmx else "conversations/delete.html"
+        )
+        return await sync_to_async(render)(request, template, context)
+    await _stop_streaming_replies(conversation)
+    its_page = conversation.get_absolute_url()
+    await conversation.adelete()
+    await generation.announce_sidebar_change(user.pk)
+    home = reverse("home")
+    if request.htmx:
+        if (request.htmx.current_url_abs_path or "").split("?")[0] == its_page:
+            return HttpResponseClientRedirect(home)
+        return await sync_to_async(_sidebar_response)(request)
+    return redirect(_next_url(request, home))
+
+
+@login_required
+@require_GET
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    """A later page of the sidebar (`?after=<cursor>`): the items for htmx, else a page."""
+    try:
+        after = sidebar.Cursor.parse(request.GET["after"]) if "after" in request.GET else None
+    except sidebar.BadCursor:
+        raise Http404("No such page of conversations.") from None
+    page = sidebar.sidebar_page(request.user.pk, after)
+    if request.htmx:
+        return render(request, f"{MANAGE_TEMPLATE}#sidebar-items", {"sidebar": page})
+    return render(request, "conversations/list.html", {"sidebar": page})
+
+
+@login_required
+@require_GET
+def archive(request: HttpRequest) -> HttpResponse:
+    """The owner's archived conversations, most recently archived first."""
+    archived = Conversation.objects.filter(owner=request.user, archived_at__isnull=False).order_by(
+        "-archived_at", "-id"
+    )
+    page = Paginator(archived.only("id", "title", "archived_at", "updated_at"), ARCHIVE_PAGE_SIZE)
+    return render(
+        request,
+        "conversations/archive.html",
+        {"page": page.get_page(request.GET.get("page")), "archive_url": request.get_full_path()},
+    )
+
+
+@login_required
+@require_GET
+def search_conversations(request: HttpRequest) -> HttpResponse:
+    """Search titles and messages (`?q=`): the results alone for htmx, a whole page otherwise."""
+    results = search.search(request.user.pk, request.GET.get("q", ""), request.GET.get("page"))
+    context = {"results": results, "compact": request.htmx and request.GET.get("in") == "sidebar"}
+    if request.htmx:
+        return render(request, "conversations/search.html#search-results", context)
+    return render(request, "conversations/search.html", context)
