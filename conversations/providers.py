@@ -48,9 +48,13 @@ class Provider:
     context_window: int = 0
     discover: bool = True
     offline: bool = False
+    # The OPENAI_* provider's key, as settings hold it; the others read `api_key_env`.
+    settings_key: str = field(default="", repr=False)
 
     @property
     def api_key(self) -> str:
+        if self.settings_key:
+            return self.settings_key
         return os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
 
     def context_window_for(self, model: str) -> int:
@@ -83,6 +87,7 @@ def _default_provider() -> Provider:
         label=settings.CHAT_DEFAULT_PROVIDER_LABEL or label,
         base_url=base_url,
         api_key_env="OPENAI_API_KEY",
+        settings_key=settings.OPENAI_API_KEY,
         models=(settings.CHAT_DEFAULT_MODEL,),
         default_model=settings.CHAT_DEFAULT_MODEL,
     )

@@ -51,9 +51,12 @@ ACCESS = {
     "message_detail": OWNER,
     "message_edit": OWNER,
     "earlier_messages": OWNER,
+    "conversation_settings": OWNER,
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
     "ws_unknown": NOBODY,
+    # accounts
+    "account_settings": SIGNED_IN,
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,
