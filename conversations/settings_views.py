@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import settings_forms
+from . import providers, settings_forms
 from .models import Conversation
 
 SETTINGS_TEMPLATE = "conversations/settings.html"
@@ -29,7 +29,13 @@ def conversation_settings(request: HttpRequest, conversation_id: uuid.UUID) -> H
         conversation.save(update_fields=["metadata"])
         if not request.htmx:
             return redirect(conversation)
-    context = {"conversation": conversation, "settings_form": form, "saved": saved, "open": True}
+    context = {
+        "conversation": conversation,
+        "settings_form": form,
+        "saved": saved,
+        "open": True,
+        "chat_model": providers.for_conversation(conversation.metadata),
+    }
     return render(request, f"{SETTINGS_TEMPLATE}#conversation-settings", context)
 
 

@@ -59,6 +59,8 @@ class TestConversationSettings:
         panel = parse(response.content.decode()).by_id("conversation-settings")
         assert "open" in panel.attrs
         assert "Saved" in panel.text()
+        badge = parse(response.content.decode()).by_id("model-badge")
+        assert (badge.attrs["hx-swap-oob"], badge.text()) == ("true", "openai/gpt-4o")
         conversation.refresh_from_db()
         assert conversation.metadata["provider"] == "router"
         assert conversation.metadata["model"] == "openai/gpt-4o"
