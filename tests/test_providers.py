@@ -5,6 +5,8 @@ import asyncio
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.urls import reverse
 
 from conversations import generation, providers
@@ -253,3 +255,11 @@ class TestTheProvidersFile:
 
         with pytest.raises(ImproperlyConfigured, match=str(broken)):
             providers.configured()
+
+    def test_manage_py_check_reports_a_mistake_before_any_page_fails(self, settings, tmp_path):
+        file = tmp_path / "providers.toml"
+        file.write_text('[[providers]]\nslug = "x"\nbase_url = "http://h/v1"\napi_key = "sk"\n')
+        settings.CHAT_PROVIDERS_FILE = str(file)
+
+        with pytest.raises(SystemCheckError, match="never put a key in the file"):
+            call_command("check")
