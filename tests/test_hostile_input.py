@@ -494,11 +494,13 @@ def test_a_message_over_the_limit_is_refused_with_the_reason_and_nothing_is_stor
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_the_longest_message_in_four_byte_characters_is_accepted_and_stored_exactly(
-    alice_async_client, conversation, fake_openai
+    alice_async_client, conversation, fake_openai, settings
 ):
     """Sent the way htmx sends a form, each emoji takes 12 bytes: the request body limit must
     leave room for the longest message allowed."""
     fake_openai.script(Reply(text="That is a lot of faces."))
+    # A model whose context window holds it (each emoji counts as a token).
+    settings.CHAT_CONTEXT_WINDOW = 2 * settings.CHAT_MAX_MESSAGE_CHARS
     text = "\N{GRINNING FACE}" * settings.CHAT_MAX_MESSAGE_CHARS
     body = urlencode({"text": text})
     assert len(body) <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
