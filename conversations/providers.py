@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -131,8 +131,21 @@ def parse_providers(data: dict, source: str = "CHAT_PROVIDERS_FILE") -> list[Pro
                 f"{where}: `slug` must be lower-case letters, digits, - or _ (got {slug!r})."
             )
         where = f"{source}, provider {slug!r}"
+        windows = entry.get("context_windows", {})
+        if not isinstance(windows, dict):
+            raise ImproperlyConfigured(f"{where}: `context_windows` must be a table.")
+        context = {
+            "context_windows": {
+                str(model): _positive_int(tokens, f"{where}: context window of {model!r}")
+                for model, tokens in windows.items()
+            },
+            "context_window": _positive_int(entry["context_window"], f"{where}: context_window")
+            if "context_window" in entry
+            else 0,
+        }
         if entry.get("offline"):
-            providers.append(_offline_provider(str(entry.get("label") or "Offline demo")))
+            offline = _offline_provider(str(entry.get("label") or "Offline demo"))
+            providers.append(replace(offline, slug=slug, **context))
             continue
         base_url = str(entry.get("base_url", "")).strip()
         if not base_url.startswith(("http://", "https://")):
@@ -140,9 +153,6 @@ def parse_providers(data: dict, source: str = "CHAT_PROVIDERS_FILE") -> list[Pro
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise ImproperlyConfigured(f"{where}: `models` must be a list of model ids.")
-        windows = entry.get("context_windows", {})
-        if not isinstance(windows, dict):
-            raise ImproperlyConfigured(f"{where}: `context_windows` must be a table.")
         default_model = str(entry.get("default_model") or (models[0] if models else ""))
         if not default_model:
             raise ImproperlyConfigured(f"{where}: set `default_model` or list `models`.")
@@ -154,14 +164,8 @@ def parse_providers(data: dict, source: str = "CHAT_PROVIDERS_FILE") -> list[Pro
                 api_key_env=str(entry.get("api_key_env", "")),
                 models=tuple(models),
                 default_model=default_model,
-                context_windows={
-                    str(model): _positive_int(tokens, f"{where}: context window of {model!r}")
-                    for model, tokens in windows.items()
-                },
-                context_window=_positive_int(entry["context_window"], f"{where}: context_window")
-                if "context_window" in entry
-                else 0,
                 discover=bool(entry.get("discover", True)),
+                **context,
             )
         )
     slugs = [provider.slug for provider in providers]

@@ -215,7 +215,7 @@ class TestTheProvidersFile:
                         "context_windows": {"qwen2.5:32k": 32768},
                         "discover": False,
                     },
-                    {"offline": True},
+                    {"offline": True, "context_window": 2048},
                 ]
             }
         )
@@ -229,6 +229,7 @@ class TestTheProvidersFile:
             True,
             ("offline-demo",),
         )
+        assert offline.context_window_for("offline-demo") == 2048
 
     @pytest.mark.parametrize(
         ("entry", "complaint"),
