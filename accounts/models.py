@@ -29,6 +29,10 @@ class User(AbstractUser):
 
     username = None
     email = models.EmailField("email address", unique=True)
+    # Where new conversations start (account settings); blank means the site's defaults.
+    default_provider = models.CharField(max_length=50, blank=True)
+    default_model = models.CharField(max_length=200, blank=True)
+    default_system_prompt = models.TextField(blank=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

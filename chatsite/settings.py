@@ -275,6 +275,14 @@ OPENAI_CONNECT_TIMEOUT = env_float("OPENAI_CONNECT_TIMEOUT", 10.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 CHAT_DEFAULT_MODEL = env_str("CHAT_DEFAULT_MODEL", "gpt-4o-mini")
 CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
+# More providers, from a TOML file (see README.md); which one new conversations use by default.
+CHAT_PROVIDERS_FILE = env_str("CHAT_PROVIDERS_FILE")
+CHAT_DEFAULT_PROVIDER = env_str("CHAT_DEFAULT_PROVIDER")
+CHAT_DEFAULT_PROVIDER_LABEL = env_str("CHAT_DEFAULT_PROVIDER_LABEL")
+CHAT_MODELS_CACHE_SECONDS = env_int("CHAT_MODELS_CACHE_SECONDS", 600)
+# Context window (tokens) of a model whose provider does not say, and room kept for the reply.
+CHAT_CONTEXT_WINDOW = env_int("CHAT_CONTEXT_WINDOW", 8192)
+CHAT_REPLY_RESERVE_TOKENS = env_int("CHAT_REPLY_RESERVE_TOKENS", 1024)
 # Name each conversation with the model after its first reply (not with the offline model).
 CHAT_AUTO_TITLE = env_bool("CHAT_AUTO_TITLE", True)
 # Limits and cadences of a streamed reply.

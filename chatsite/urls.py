@@ -7,5 +7,6 @@ admin.site.site_title = "chatsite admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("account/", include("accounts.urls")),
     path("", include("conversations.urls")),
 ]

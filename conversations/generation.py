@@ -28,7 +28,7 @@ from django.core.cache import cache
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from . import fragments, provider
+from . import context, fragments, provider, providers
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class Generation:
     model: str
     # What the model is sent: read in the transaction that stored the reply.
     history: list[dict[str, str]]
+    provider: str = ""
+    temperature: float | None = None
     parts: list[str] = field(default_factory=list)
     length: int = 0
     published: int = 0
@@ -140,8 +142,21 @@ def _new_reply(conversation: Conversation, created_at) -> Message:
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         created_at=created_at,
-        metadata={"model": conversation.metadata.get("model") or provider.default_model()},
+        metadata=_answered_by(conversation.metadata),
     )
+
+
+def _answered_by(settings_of_conversation: dict) -> dict:
+    """What a new reply records of the model asked: provider, model and temperature."""
+    choice = providers.for_conversation(settings_of_conversation)
+    recorded = {
+        "model": choice.model,
+        "provider": choice.provider.slug,
+        "provider_label": choice.provider.label,
+    }
+    if settings_of_conversation.get("temperature") is not None:
+        recorded["temperature"] = settings_of_conversation["temperature"]
+    return recorded
 
 
 def _supersede(old: Message, new: Message) -> None:
@@ -272,6 +287,35 @@ def _model_messages(conversation: Conversation, reply_id: uuid.UUID) -> list[dic
     return messages
 
 
+def _recorded_choice(generation: Generation) -> dict:
+    chosen = providers.get(generation.provider)
+    recorded = {"provider": generation.provider}
+    if chosen is not None:
+        recorded["provider_label"] = chosen.label
+    if generation.temperature is not None:
+        recorded["temperature"] = generation.temperature
+    return recorded
+
+
+def _fit_context(
+    generation: Generation, messages: list[dict[str, str]]
+) -> tuple[list[dict[str, str]], int]:
+    """The messages that fit the model's context window, and how many earlier ones do not.
+    Refuses a request whose newest message cannot fit, rather than send it to fail."""
+    chosen = providers.get(generation.provider)
+    window = chosen.context_window_for(generation.model) if chosen else settings.CHAT_CONTEXT_WINDOW
+    fitted = context.fit(messages, window=window, reserve=settings.CHAT_REPLY_RESERVE_TOKENS)
+    if not fitted.fits:
+        raise provider.ProviderError(
+            f"This message is too long for {generation.model}: with the system prompt and "
+            f"room for the reply it needs about {fitted.needed_tokens:,} tokens, and the "
+            f"model's context window holds {fitted.window:,}. Shorten it, or choose a model "
+            "with a larger context window in the conversation's settings.",
+            kind="context",
+        )
+    return fitted.messages, fitted.left_out
+
+
 @_generation_database_call
 def _flush(message_id: uuid.UUID, text: str) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
@@ -351,6 +395,8 @@ def start(conversation_id: uuid.UUID, reply: Message, history: list[dict[str, st
         message_id=reply.pk,
         history=history,
         model=reply.metadata.get("model") or provider.default_model(),
+        provider=reply.metadata.get("provider", ""),
+        temperature=reply.metadata.get("temperature"),
     )
     # A fresh context: the task must not inherit the request's (its sync-to-async executor
     # dies with the request), since the reply outlives the request that started it.
@@ -482,7 +528,12 @@ async def _control_loop(generation: Generation, channel: str) -> None:
 
 async def _read(generation: Generation, messages: list[dict[str, str]]) -> provider.ReplyEnd:
     end = None
-    async for item in provider.stream_reply(messages, model=generation.model):
+    async for item in provider.stream_reply(
+        messages,
+        model=generation.model,
+        provider=generation.provider,
+        temperature=generation.temperature,
+    ):
         if isinstance(item, provider.ReplyEnd):
             end = item
         else:
@@ -502,10 +553,11 @@ async def _run(generation: Generation) -> None:
         asyncio.create_task(_flush_loop(generation)),
     ]
     started = time.monotonic()
-    metadata: dict = {"model": generation.model}
+    metadata: dict = {"model": generation.model, **_recorded_choice(generation)}
     status = Message.Status.ERROR
     try:
-        generation.reader = asyncio.create_task(_read(generation, generation.history))
+        messages, metadata["left_out"] = _fit_context(generation, generation.history)
+        generation.reader = asyncio.create_task(_read(generation, messages))
         if await database_sync_to_async(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
@@ -539,8 +591,12 @@ async def _run(generation: Generation) -> None:
         "first_token_seconds": round(first_token_at - started, 3) if first_token_at else None,
     }
     await _store_final(generation, status, metadata, helpers)
-    if status == Message.Status.COMPLETE and settings.CHAT_AUTO_TITLE and not provider.is_offline():
-        _background(_auto_title(generation.conversation_id, generation.model))
+    if (
+        status == Message.Status.COMPLETE
+        and settings.CHAT_AUTO_TITLE
+        and not provider.is_offline(generation.provider)
+    ):
+        _background(_auto_title(generation.conversation_id, generation.model, generation.provider))
 
 
 _background_tasks: set[asyncio.Task] = set()
@@ -588,13 +644,13 @@ def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
     return conversation if title else None
 
 
-async def _auto_title(conversation_id: uuid.UUID, model: str) -> None:
+async def _auto_title(conversation_id: uuid.UUID, model: str, provider_slug: str = "") -> None:
     """Name the conversation from its first exchange; runs after the reply, never delaying it."""
     request = await _title_request(conversation_id)
     if request is None:
         return
     try:
-        answer = await provider.complete(request, model=model)
+        answer = await provider.complete(request, model=model, provider=provider_slug)
     except provider.ProviderError as error:
         logger.info("No title for conversation %s: %s", conversation_id, error.user_message)
         answer = ""

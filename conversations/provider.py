@@ -12,6 +12,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from . import providers
 from .offline import OFFLINE_MODEL, OfflineTransport
 
 
@@ -31,19 +32,29 @@ class ProviderError(Exception):
         self.kind = kind
 
 
-def is_offline() -> bool:
-    return not (settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL)
+def is_offline(slug: str = "") -> bool:
+    """Whether the built-in offline model answers: for this provider, or (without a slug) for
+    the whole site, when no provider is configured."""
+    if slug:
+        chosen = providers.get(slug)
+        return chosen is not None and chosen.offline
+    return all(chosen.offline for chosen in providers.configured().values())
 
 
 def default_model() -> str:
-    return OFFLINE_MODEL if is_offline() else settings.CHAT_DEFAULT_MODEL
+    return providers.default_provider().default_model
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=16)
 def _client(
-    base_url: str, api_key: str, timeout: float, connect_timeout: float, retries: int
+    base_url: str,
+    api_key: str,
+    timeout: float,
+    connect_timeout: float,
+    retries: int,
+    offline: bool = False,
 ) -> openai.AsyncOpenAI:
-    if is_offline():
+    if offline:
         return openai.AsyncOpenAI(
             api_key="offline",
             base_url="http://offline.invalid/v1",
@@ -59,14 +70,55 @@ def _client(
     )
 
 
-def get_client() -> openai.AsyncOpenAI:
+def _provider(slug: str) -> providers.Provider:
+    chosen = providers.get(slug)
+    if chosen is None:
+        raise ProviderError(
+            f"The provider “{slug}” chosen for this conversation is no longer configured. "
+            "Choose another model in the conversation's settings.",
+            kind="config",
+        )
+    return chosen
+
+
+def get_client(slug: str = "") -> openai.AsyncOpenAI:
+    """The client of a provider (the site's default one without a slug)."""
+    chosen = _provider(slug)
     return _client(
-        settings.OPENAI_BASE_URL,
-        settings.OPENAI_API_KEY,
+        chosen.base_url,
+        chosen.api_key,
         settings.OPENAI_TIMEOUT,
         settings.OPENAI_CONNECT_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
+        chosen.offline,
     )
+
+
+# Listing models runs while a page renders: a provider that is away must not hold it up long.
+MODEL_LISTING_TIMEOUT = 5.0
+
+
+def list_models(chosen: providers.Provider) -> list[str]:
+    """The model ids the provider's /v1/models lists, in its order. Raises ProviderError."""
+    if chosen.offline:
+        return [OFFLINE_MODEL]
+    # A client of its own, closed at once: the streaming clients belong to an event loop, and
+    # this runs in whatever thread renders the page.
+    client = openai.OpenAI(
+        api_key=chosen.api_key or "not-needed",
+        base_url=chosen.base_url or None,
+        timeout=httpx2.Timeout(MODEL_LISTING_TIMEOUT, connect=MODEL_LISTING_TIMEOUT),
+        max_retries=0,
+    )
+    try:
+        with client:
+            return [_storable(model.id) for model in client.models.list() if model.id]
+    except openai.APIStatusError as error:
+        raise _status_error_message(error) from error
+    except (openai.APIError, httpx2.HTTPError, ValueError) as error:
+        raise ProviderError(
+            f"Could not list the models of {chosen.label}.", kind="models"
+        ) from error
 
 
 def _storable(text: str) -> str:
@@ -109,9 +161,14 @@ def _status_error_message(error: openai.APIStatusError) -> ProviderError:
 
 
 async def stream_reply(
-    messages: list[dict[str, str]], *, model: str
+    messages: list[dict[str, str]],
+    *,
+    model: str,
+    provider: str = "",
+    temperature: float | None = None,
 ) -> AsyncIterator[str | ReplyEnd]:
-    """Stream a chat completion: yield text deltas, then one ReplyEnd.
+    """Stream a chat completion from a provider (by slug; empty for the site's default): yield
+    text deltas, then one ReplyEnd. A temperature of None leaves the provider's default.
 
     Raises ProviderError for every failure, including a stream that stops before the model
     said it was finished.
@@ -121,11 +178,13 @@ async def stream_reply(
     reported_model = model
     answering = False
     try:
-        stream = await get_client().chat.completions.create(
+        options = {} if temperature is None else {"temperature": temperature}
+        stream = await get_client(provider).chat.completions.create(
             model=model,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
+            **options,
         )
         answering = True
         # Leaving this block (normally, on error, or by cancellation) closes the HTTP response,
@@ -186,7 +245,7 @@ async def stream_reply(
     yield ReplyEnd(model=reported_model, finish_reason=finish_reason, usage=usage)
 
 
-async def complete(messages: list[dict[str, str]], *, model: str) -> str:
+async def complete(messages: list[dict[str, str]], *, model: str, provider: str = "") -> str:
     """The whole text of a reply, for short requests such as a title."""
-    parts = [item async for item in stream_reply(messages, model=model) if isinstance(item, str)]
-    return "".join(parts)
+    reply = stream_reply(messages, model=model, provider=provider)
+    return "".join([item async for item in reply if isinstance(item, str)])

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import manage_views, views
+from . import manage_views, settings_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -8,6 +8,11 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:conversation_id>/messages/", views.send_message, name="message_send"),
     path("c/<uuid:conversation_id>/earlier/", views.earlier_messages, name="earlier_messages"),
+    path(
+        "c/<uuid:conversation_id>/settings/",
+        settings_views.conversation_settings,
+        name="conversation_settings",
+    ),
     path("c/<uuid:conversation_id>/stop/", views.stop_reply, name="reply_stop"),
     path("c/<uuid:conversation_id>/regenerate/", views.regenerate_reply, name="reply_regenerate"),
     path(

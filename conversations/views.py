@@ -9,8 +9,9 @@ from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, re
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import generation, search, sidebar
+from . import generation, providers, search, settings_forms, sidebar
 from .models import Conversation, Message, current_messages
+from .settings_views import settings_for_new_conversation
 
 CHAT_TEMPLATE = "conversations/chat.html"
 BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
@@ -50,6 +51,15 @@ def _chat_context(
         "busy": any(m.is_streaming for m in messages),
         "form": MessageForm(),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        **_settings_context(request, conversation),
+    }
+
+
+def _settings_context(request: HttpRequest, conversation: Conversation | None) -> dict:
+    metadata = conversation.metadata if conversation else settings_forms.defaults_for(request.user)
+    return {
+        "settings_form": settings_forms.form_for(metadata),
+        "chat_model": providers.for_conversation(metadata),
     }
 
 
@@ -115,7 +125,12 @@ async def start_conversation(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return await sync_to_async(_composer)(request, None, form)
     user = await request.auser()
-    conversation = await Conversation.objects.acreate(owner=user)
+    metadata, problems = await sync_to_async(settings_for_new_conversation)(request)
+    if problems:
+        for problem in problems:
+            form.add_error(None, problem)
+        return await sync_to_async(_composer)(request, None, form)
+    conversation = await Conversation.objects.acreate(owner=user, metadata=metadata)
     return await _send(request, conversation, form, is_new=True)
 
 

@@ -5,7 +5,9 @@ import asyncio
 import html
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -13,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.core.cache import cache as django_cache
 from django.db import connections
 from django.test import AsyncClient, Client
 from django.utils import timezone
@@ -249,3 +252,62 @@ async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
     yield open_
     for socket in sockets:
         await socket.communicator.disconnect()
+
+
+# --------------------------------------------------------------------------- #
+# Several providers (conversations/providers.py)
+# --------------------------------------------------------------------------- #
+
+LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")
+ROUTER_MODELS = ("meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o")
+ROUTER_KEY = "sk-router-test"
+
+
+def providers_toml(local: FakeOpenAI, router: FakeOpenAI, *, extra: str = "") -> str:
+    """A providers file naming two servers: `local` (Ollama-style ids, no key) and `router`
+    (OpenRouter-style ids, its key in ROUTER_TEST_KEY). Their manual lists differ from what
+    they serve, so a page shows which of the two it got."""
+    return f"""
+[[providers]]
+slug = "local"
+label = "Local Ollama"
+base_url = "{local.base_url}"
+models = ["manual-local-model"]
+default_model = "llama3.2:3b"
+
+[[providers]]
+slug = "router"
+label = "Router"
+base_url = "{router.base_url}"
+api_key_env = "ROUTER_TEST_KEY"
+models = ["manual-router-model"]
+default_model = "openai/gpt-4o"
+{extra}
+"""
+
+
+@dataclass
+class TwoProviders:
+    local: FakeOpenAI
+    router: FakeOpenAI
+    file: Path
+
+
+@pytest.fixture
+def two_providers(settings, tmp_path, monkeypatch) -> Iterator[TwoProviders]:
+    """Two OpenAI-compatible servers configured through CHAT_PROVIDERS_FILE, with no OPENAI_*
+    provider, and an empty cache of model lists."""
+    with (
+        FakeOpenAI(models=LOCAL_MODELS) as local,
+        FakeOpenAI(models=ROUTER_MODELS, api_key=ROUTER_KEY) as router,
+    ):
+        file = tmp_path / "providers.toml"
+        file.write_text(providers_toml(local, router))
+        monkeypatch.setenv("ROUTER_TEST_KEY", ROUTER_KEY)
+        settings.OPENAI_API_KEY = ""
+        settings.OPENAI_BASE_URL = ""
+        settings.OPENAI_MAX_RETRIES = 0
+        settings.CHAT_PROVIDERS_FILE = str(file)
+        django_cache.clear()
+        yield TwoProviders(local, router, file)
+        django_cache.clear()

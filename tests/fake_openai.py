@@ -476,6 +476,7 @@ class FakeOpenAI:
         default: Reply | None = None,
         api_key: str | None = None,
         record_requests: bool = True,
+        models: Sequence[str] = MODEL_IDS,
     ) -> None:
         """``port=0`` picks a free port. With ``api_key`` set, requests must send
         ``Authorization: Bearer <api_key>`` or get a 401 (without it, any key works).
@@ -487,6 +488,12 @@ class FakeOpenAI:
         self.default: Reply = default or Reply()
         self.api_key = api_key
         self.record_requests = record_requests
+        #: Served by ``GET /v1/models``. Reassign freely.
+        self.models: tuple[str, ...] = tuple(models)
+        #: Status of ``GET /v1/models``: anything but 200 sends an error body (a provider whose
+        #: listing is broken or missing).
+        self.models_status = 200
+        self._models_requests = 0
 
         self._lock = threading.Lock()
         self._requests_seen = threading.Condition(self._lock)
@@ -550,12 +557,19 @@ class FakeOpenAI:
         with self._lock:
             return self._disconnects_mid_response
 
+    @property
+    def models_requests(self) -> int:
+        """How many ``GET /v1/models`` requests arrived (to check a client caches the list)."""
+        with self._lock:
+            return self._models_requests
+
     def reset(self) -> None:
         """Forget scripted replies, recorded requests and counters (keeps ``default``)."""
         with self._lock:
             self._script.clear()
             self._requests.clear()
             self._request_headers.clear()
+            self._models_requests = 0
             self._connections_accepted = 0
             self._disconnects_mid_response = 0
 
@@ -732,13 +746,18 @@ class FakeOpenAI:
             if request.method != "GET":
                 await self._send_json(writer, 405, error_body(405, "Use GET."))
                 return True
+            with self._lock:
+                self._models_requests += 1
+            if self.models_status != 200:
+                await self._send_json(writer, self.models_status, error_body(self.models_status))
+                return True
             await self._send_json(writer, 200, self._models_body())
             return True
         await self._send_json(writer, 404, error_body(404, f"Unknown path {request.path}"))
         return True
 
     def _models_body(self) -> dict[str, Any]:
-        ids = list(MODEL_IDS)
+        ids = list(self.models)
         if self.default.model and self.default.model not in ids:
             ids.insert(0, self.default.model)
         return {

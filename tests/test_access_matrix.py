@@ -61,9 +61,12 @@ ACCESS = {
     "conversation_list": SIGNED_IN,
     "archive": SIGNED_IN,
     "search": SIGNED_IN,
+    "conversation_settings": OWNER,
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
     "ws_unknown": NOBODY,
+    # accounts
+    "account_settings": SIGNED_IN,
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,

@@ -494,11 +494,13 @@ def test_a_message_over_the_limit_is_refused_with_the_reason_and_nothing_is_stor
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_the_longest_message_in_four_byte_characters_is_accepted_and_stored_exactly(
-    alice_async_client, conversation, fake_openai
+    alice_async_client, conversation, fake_openai, settings
 ):
     """Sent the way htmx sends a form, each emoji takes 12 bytes: the request body limit must
     leave room for the longest message allowed."""
     fake_openai.script(Reply(text="That is a lot of faces."))
+    # A model whose context window holds it (each emoji counts as a token).
+    settings.CHAT_CONTEXT_WINDOW = 2 * settings.CHAT_MAX_MESSAGE_CHARS
     text = "\N{GRINNING FACE}" * settings.CHAT_MAX_MESSAGE_CHARS
     body = urlencode({"text": text})
     assert len(body) <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -628,3 +630,33 @@ def test_behind_the_proxy_guessing_from_one_address_locks_out_that_address_only(
     assert attacker_with_right_password[0] is False
     assert TOO_MANY in attacker_with_right_password[1]
     assert neighbour_with_right_password[0] is True
+
+
+@pytest.mark.django_db
+def test_model_ids_providers_and_settings_stay_text(two_providers, alice_client, make_conversation):
+    """Model ids come from the providers, labels from the operator, prompts from users: the
+    picker, the settings panel, a reply's model line and the account page show them as text."""
+    payloads = list(PAYLOADS.values())
+    two_providers.local.models = tuple(payloads)
+    conversation = make_conversation(
+        metadata={"provider": "local", "model": payloads[0], "system_prompt": payloads[1]},
+        history=[("user", "Hi")],
+    )
+    reply = conversation.messages.create(
+        role=Message.Role.ASSISTANT,
+        content="Hello",
+        metadata={"model": payloads[3], "provider_label": payloads[4], "left_out": 2},
+    )
+    conversation.owner.default_system_prompt = payloads[2]
+    conversation.owner.save()
+
+    chat = assert_inert(alice_client.get(conversation.get_absolute_url()).content.decode())
+    account = assert_inert(alice_client.get(reverse("account_settings")).content.decode())
+
+    picker = chat.by_id("settings-model")
+    # The provider's default model first, then what it listed.
+    assert [option.text() for option in picker.all("option")][1 : len(payloads) + 1] == payloads
+    assert chat.by_id("settings-system-prompt").text() == payloads[1]
+    shown_reply = chat.by_id(f"message-{reply.pk}")
+    assert texts_of(shown_reply, "message-model") == [f"{payloads[3]} · {payloads[4]}"]
+    assert account.by_id("defaults-system-prompt").text() == payloads[2]

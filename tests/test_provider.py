@@ -244,7 +244,7 @@ class TestFailedReplies:
     async def test_an_unexpected_bug_is_reported_as_a_server_problem(
         self, alice_async_client, conversation, monkeypatch
     ):
-        async def broken_stream(messages, *, model):
+        async def broken_stream(messages, *, model, **options):
             yield "Lisbon"
             raise RuntimeError("a bug")
 

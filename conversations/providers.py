@@ -1,0 +1,293 @@
+"""Which model providers the site offers, and which models each of them has.
+
+The provider of OPENAI_API_KEY / OPENAI_BASE_URL (slug `default`) keeps working as before; more
+come from a TOML file named by CHAT_PROVIDERS_FILE (see README.md). With nothing configured,
+the built-in offline model (slug `offline`) is the only provider.
+
+A conversation stores its choice as two strings, a provider slug and a model id, never joined:
+model ids contain "/" (OpenRouter) and ":" (Ollama).
+"""
+
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+
+from .offline import OFFLINE_MODEL
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SLUG = "default"
+OFFLINE_SLUG = "offline"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+# A failed model listing is retried this soon: long enough not to slow every page down while
+# a provider is away, short enough that its models come back on their own.
+FAILED_LISTING_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Provider:
+    slug: str
+    label: str
+    base_url: str = ""
+    # The NAME of the environment variable holding the key; the key itself is read when used.
+    api_key_env: str = ""
+    # The fallback when the provider cannot list its models, and the whole list without
+    # discovery.
+    models: tuple[str, ...] = ()
+    default_model: str = ""
+    context_windows: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
+    context_window: int = 0
+    discover: bool = True
+    offline: bool = False
+    # The OPENAI_* provider's key, as settings hold it; the others read `api_key_env`.
+    settings_key: str = field(default="", repr=False)
+
+    @property
+    def api_key(self) -> str:
+        if self.settings_key:
+            return self.settings_key
+        return os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+
+    def context_window_for(self, model: str) -> int:
+        return (
+            self.context_windows.get(model) or self.context_window or settings.CHAT_CONTEXT_WINDOW
+        )
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    provider: Provider
+    model: str
+
+    @property
+    def value(self) -> str:
+        return choice_value(self.provider.slug, self.model)
+
+
+def choice_value(slug: str, model: str) -> str:
+    """The value of a model picker's option. Forms look the value up among the options on
+    offer rather than parse it, so model ids may contain any character."""
+    return f"{slug}::{model}"
+
+
+def _default_provider() -> Provider:
+    base_url = settings.OPENAI_BASE_URL
+    label = urlparse(base_url).netloc if base_url else "OpenAI"
+    return Provider(
+        slug=DEFAULT_SLUG,
+        label=settings.CHAT_DEFAULT_PROVIDER_LABEL or label,
+        base_url=base_url,
+        api_key_env="OPENAI_API_KEY",
+        settings_key=settings.OPENAI_API_KEY,
+        models=(settings.CHAT_DEFAULT_MODEL,),
+        default_model=settings.CHAT_DEFAULT_MODEL,
+    )
+
+
+def _offline_provider(label: str = "Offline demo") -> Provider:
+    return Provider(
+        slug=OFFLINE_SLUG,
+        label=label,
+        models=(OFFLINE_MODEL,),
+        default_model=OFFLINE_MODEL,
+        discover=False,
+        offline=True,
+    )
+
+
+def _positive_int(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ImproperlyConfigured(f"{where} must be a positive whole number of tokens.")
+    return value
+
+
+def parse_providers(data: dict, source: str = "CHAT_PROVIDERS_FILE") -> list[Provider]:
+    """The providers described by a parsed TOML document (its `[[providers]]` tables)."""
+    entries = data.get("providers", [])
+    if not isinstance(entries, list):
+        raise ImproperlyConfigured(f"{source}: `providers` must be an array of tables.")
+    providers = []
+    for position, entry in enumerate(entries, start=1):
+        where = f"{source}, provider {position}"
+        if not isinstance(entry, dict):
+            raise ImproperlyConfigured(f"{where}: must be a table ([[providers]]).")
+        if "api_key" in entry:
+            raise ImproperlyConfigured(
+                f"{where}: never put a key in the file; name its environment variable in "
+                "`api_key_env` instead."
+            )
+        slug = str(entry.get("slug", OFFLINE_SLUG if entry.get("offline") else ""))
+        if not _SLUG.match(slug):
+            raise ImproperlyConfigured(
+                f"{where}: `slug` must be lower-case letters, digits, - or _ (got {slug!r})."
+            )
+        where = f"{source}, provider {slug!r}"
+        windows = entry.get("context_windows", {})
+        if not isinstance(windows, dict):
+            raise ImproperlyConfigured(f"{where}: `context_windows` must be a table.")
+        context = {
+            "context_windows": {
+                str(model): _positive_int(tokens, f"{where}: context window of {model!r}")
+                for model, tokens in windows.items()
+            },
+            "context_window": _positive_int(entry["context_window"], f"{where}: context_window")
+            if "context_window" in entry
+            else 0,
+        }
+        if entry.get("offline"):
+            offline = _offline_provider(str(entry.get("label") or "Offline demo"))
+            providers.append(replace(offline, slug=slug, **context))
+            continue
+        base_url = str(entry.get("base_url", "")).strip()
+        if not base_url.startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{where}: `base_url` must be an http(s) URL.")
+        models = entry.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ImproperlyConfigured(f"{where}: `models` must be a list of model ids.")
+        default_model = str(entry.get("default_model") or (models[0] if models else ""))
+        if not default_model:
+            raise ImproperlyConfigured(f"{where}: set `default_model` or list `models`.")
+        providers.append(
+            Provider(
+                slug=slug,
+                label=str(entry.get("label") or slug),
+                base_url=base_url,
+                api_key_env=str(entry.get("api_key_env", "")),
+                models=tuple(models),
+                default_model=default_model,
+                discover=bool(entry.get("discover", True)),
+                **context,
+            )
+        )
+    slugs = [provider.slug for provider in providers]
+    duplicates = {slug for slug in slugs if slugs.count(slug) > 1}
+    if duplicates or DEFAULT_SLUG in slugs:
+        taken = ", ".join(sorted(duplicates | ({DEFAULT_SLUG} & set(slugs))))
+        raise ImproperlyConfigured(
+            f"{source}: slugs must be unique, and `default` is the OPENAI_* provider's: {taken}."
+        )
+    return providers
+
+
+@lru_cache(maxsize=8)
+def _providers_from_file(path: str, modified: float) -> tuple[Provider, ...]:
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ImproperlyConfigured(f"CHAT_PROVIDERS_FILE {path}: {error}") from error
+    return tuple(parse_providers(data, source=f"CHAT_PROVIDERS_FILE {path}"))
+
+
+def configured() -> dict[str, Provider]:
+    """Every provider on offer, by slug, in the order of the picker."""
+    providers: list[Provider] = []
+    if settings.OPENAI_API_KEY or settings.OPENAI_BASE_URL:
+        providers.append(_default_provider())
+    path = settings.CHAT_PROVIDERS_FILE
+    if path:
+        try:
+            modified = Path(path).stat().st_mtime
+        except OSError as error:
+            raise ImproperlyConfigured(f"CHAT_PROVIDERS_FILE {path}: {error}") from error
+        providers.extend(_providers_from_file(path, modified))
+    if not providers:
+        providers.append(_offline_provider())
+    return {provider.slug: provider for provider in providers}
+
+
+def get(slug: str) -> Provider | None:
+    """The provider of this slug; the site's default provider for an empty slug."""
+    if not slug:
+        return default_provider()
+    return configured().get(slug)
+
+
+def default_provider() -> Provider:
+    providers = configured()
+    chosen = settings.CHAT_DEFAULT_PROVIDER
+    if chosen and chosen in providers:
+        return providers[chosen]
+    return next(iter(providers.values()))
+
+
+def default_choice() -> ModelChoice:
+    provider = default_provider()
+    return ModelChoice(provider, provider.default_model)
+
+
+def _models_cache_key(provider: Provider) -> str:
+    # The URL is part of the key: a provider moved elsewhere lists its models afresh.
+    return f"provider-models:{provider.slug}:{provider.base_url}"
+
+
+def available_models(provider: Provider) -> list[str]:
+    """The provider's models: what its /v1/models lists (cached), else its manual list.
+
+    Never raises for an unreachable provider: the picker still offers the manual list.
+    """
+    if not provider.discover:
+        return list(provider.models)
+    key = _models_cache_key(provider)
+    listed = cache.get(key)
+    if listed is None:
+        from . import provider as provider_api  # the one module that speaks to providers
+
+        try:
+            listed = provider_api.list_models(provider)
+        except provider_api.ProviderError as error:
+            logger.warning("Listing the models of %s failed: %s", provider.slug, error)
+            cache.set(key, [], FAILED_LISTING_SECONDS)
+            listed = []
+        else:
+            cache.set(key, listed, settings.CHAT_MODELS_CACHE_SECONDS)
+    return listed or list(provider.models)
+
+
+@dataclass
+class ModelGroup:
+    provider: Provider
+    choices: list[ModelChoice]
+
+
+def model_groups(*, keep: ModelChoice | None = None) -> list[ModelGroup]:
+    """Every model on offer, grouped by provider; `keep` (a conversation's current choice) is
+    offered too even when its provider no longer lists it, so saving other settings keeps it."""
+    groups = []
+    for provider in configured().values():
+        models = available_models(provider)
+        if provider.default_model and provider.default_model not in models:
+            models.insert(0, provider.default_model)
+        groups.append(ModelGroup(provider, [ModelChoice(provider, model) for model in models]))
+    if keep is not None and not any(
+        choice.value == keep.value for group in groups for choice in group.choices
+    ):
+        groups.append(ModelGroup(keep.provider, [keep]))
+    return groups
+
+
+def resolve(slug: str, model: str) -> ModelChoice:
+    """The stored choice (slug and model, either empty for the site default) as a ModelChoice.
+
+    A provider no longer configured yields a stand-in whose label says so.
+    """
+    if not slug and not model:
+        return default_choice()
+    provider = get(slug)
+    if provider is None:
+        provider = Provider(slug=slug, label=f"{slug} (no longer configured)")
+    return ModelChoice(provider, model or provider.default_model)
+
+
+def for_conversation(metadata: dict) -> ModelChoice:
+    """A conversation's model, from its settings (the site default when it has none)."""
+    return resolve(metadata.get("provider", ""), metadata.get("model", ""))

@@ -1,0 +1,93 @@
+"""The settings of a conversation (model, system prompt, temperature) and where they start from."""
+
+from django import forms
+from django.conf import settings
+
+from . import providers
+
+SYSTEM_PROMPT_MAX_CHARS = 20_000
+
+
+class ModelChoiceField(forms.ChoiceField):
+    """A model picker: options grouped by provider, each value looked up, never parsed."""
+
+    def __init__(self, *, groups: list[providers.ModelGroup], blank: str = "", **kwargs) -> None:
+        self.by_value = {choice.value: choice for group in groups for choice in group.choices}
+        choices: list = [("", blank)] if blank else []
+        choices += [
+            (group.provider.label, [(choice.value, choice.model) for choice in group.choices])
+            for group in groups
+        ]
+        super().__init__(choices=choices, **kwargs)
+
+
+def temperature_field() -> forms.FloatField:
+    return forms.FloatField(
+        label="Temperature",
+        required=False,
+        min_value=0,
+        max_value=2,
+        widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "provider default"}),
+        help_text="0 to 2: lower is more focused, higher more varied. Blank: the provider's.",
+    )
+
+
+def system_prompt_field() -> forms.CharField:
+    site_prompt = settings.CHAT_SYSTEM_PROMPT
+    return forms.CharField(
+        label="System prompt",
+        required=False,
+        strip=True,
+        max_length=SYSTEM_PROMPT_MAX_CHARS,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "placeholder": site_prompt or "Instructions the model follows"}
+        ),
+        help_text="Blank: the site's system prompt." if site_prompt else "",
+    )
+
+
+class ConversationSettingsForm(forms.Form):
+    def __init__(self, *args, current: providers.ModelChoice | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.groups = providers.model_groups(keep=current)
+        self.fields["model"] = ModelChoiceField(
+            groups=self.groups, label="Model", error_messages={"required": "Choose a model."}
+        )
+        self.fields["system_prompt"] = system_prompt_field()
+        self.fields["temperature"] = temperature_field()
+
+    def as_metadata(self) -> dict:
+        """The settings as a conversation's metadata stores them."""
+        chosen = self.fields["model"].by_value[self.cleaned_data["model"]]
+        temperature = self.cleaned_data["temperature"]
+        return {
+            "provider": chosen.provider.slug,
+            "model": chosen.model,
+            "system_prompt": self.cleaned_data["system_prompt"],
+            "temperature": None if temperature is None else round(temperature, 2),
+        }
+
+
+def defaults_for(user) -> dict:
+    """The settings a new conversation of this user starts with: their defaults, else the
+    site's. A default model whose provider is gone gives way to the site's default."""
+    chosen = providers.default_choice()
+    if user.default_model and providers.get(user.default_provider) is not None:
+        chosen = providers.resolve(user.default_provider, user.default_model)
+    return {
+        "provider": chosen.provider.slug,
+        "model": chosen.model,
+        "system_prompt": user.default_system_prompt,
+        "temperature": None,
+    }
+
+
+def form_for(metadata: dict, data=None) -> ConversationSettingsForm:
+    """The settings form showing `metadata` (a conversation's, or a new one's defaults)."""
+    current = providers.for_conversation(metadata)
+    initial = {
+        "model": current.value,
+        "system_prompt": metadata.get("system_prompt", ""),
+        "temperature": metadata.get("temperature"),
+    }
+    return ConversationSettingsForm(data, initial=initial, current=current)

@@ -1,0 +1,266 @@
+"""Several providers at once: configured in a file, their models listed (and cached) in the
+picker, each conversation's request sent to the provider and model it chose."""
+
+import asyncio
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.urls import reverse
+
+from conversations import generation, providers
+from conversations.models import Conversation, Message
+from conversations.providers import choice_value
+from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS
+from tests.fake_openai import Reply
+from tests.xss import Element, parse
+
+HTMX = {"HX-Request": "true"}
+
+
+def picker(html: str, select_id: str = "settings-model") -> dict[str, list[str]]:
+    """The model picker as a user reads it: each provider's label and its models."""
+    select = parse(html).by_id(select_id)
+    return {
+        group.attrs["label"]: [option.text() for option in group.all("option")]
+        for group in select.all("optgroup")
+    }
+
+
+def selected(html: str, select_id: str = "settings-model") -> str:
+    select: Element = parse(html).by_id(select_id)
+    [option] = [option for option in select.all("option") if "selected" in option.attrs]
+    return option.attrs["value"]
+
+
+@pytest.mark.django_db
+class TestThePicker:
+    def test_it_lists_each_providers_models_under_its_label(self, two_providers, alice_client):
+        page = alice_client.get(reverse("home")).content.decode()
+
+        assert picker(page) == {"Local Ollama": list(LOCAL_MODELS), "Router": list(ROUTER_MODELS)}
+        # New chats start on the first provider's default model.
+        assert selected(page) == choice_value("local", "llama3.2:3b")
+
+    def test_the_openai_variables_stay_the_default_provider_beside_the_file(
+        self, two_providers, fake_openai, alice_client, settings
+    ):
+        settings.CHAT_DEFAULT_MODEL = "gpt-4o"
+
+        page = alice_client.get(reverse("home")).content.decode()
+
+        groups = picker(page)
+        labels = list(groups)
+        assert labels == [fake_openai.base_url.split("/")[2], "Local Ollama", "Router"]
+        assert "gpt-4o" in groups[labels[0]]  # the default provider, labelled by its host
+        assert selected(page) == choice_value("default", "gpt-4o")
+
+    def test_a_second_page_load_does_not_ask_the_providers_again(
+        self, two_providers, alice_client, conversation
+    ):
+        alice_client.get(reverse("home"))
+        page = alice_client.get(conversation.get_absolute_url()).content.decode()
+
+        assert two_providers.local.models_requests == 1
+        assert two_providers.router.models_requests == 1
+        assert picker(page)["Router"] == list(ROUTER_MODELS)
+
+    def test_a_provider_whose_listing_fails_offers_its_manual_list(
+        self, two_providers, alice_client
+    ):
+        two_providers.local.models_status = 500
+
+        first = alice_client.get(reverse("home"))
+        second = alice_client.get(reverse("home"))
+
+        assert first.status_code == second.status_code == 200
+        groups = picker(first.content.decode())
+        # The manual list, and the provider's default model, which is always offered.
+        assert groups["Local Ollama"] == ["llama3.2:3b", "manual-local-model"]
+        assert groups["Router"] == list(ROUTER_MODELS)
+        # The failure is remembered for a while too: no request per page load.
+        assert two_providers.local.models_requests == 1
+
+    def test_a_provider_that_is_down_offers_its_manual_list(self, two_providers, alice_client):
+        two_providers.router.stop()
+
+        response = alice_client.get(reverse("home"))
+
+        assert response.status_code == 200
+        # The manual list, and the provider's default model, which is always offered.
+        assert picker(response.content.decode())["Router"] == [
+            "openai/gpt-4o",
+            "manual-router-model",
+        ]
+
+    def test_a_wrong_key_is_a_failed_listing_too(self, two_providers, alice_client, monkeypatch):
+        monkeypatch.setenv("ROUTER_TEST_KEY", "sk-wrong")
+
+        page = alice_client.get(reverse("home")).content.decode()
+
+        assert picker(page)["Router"] == ["openai/gpt-4o", "manual-router-model"]
+
+    def test_without_discovery_only_the_manual_list_is_offered(self, two_providers, alice_client):
+        text = two_providers.file.read_text().replace(
+            'models = ["manual-router-model"]', 'models = ["manual-router-model"]\ndiscover = false'
+        )
+        two_providers.file.write_text(text)
+
+        page = alice_client.get(reverse("home")).content.decode()
+
+        assert picker(page)["Router"] == ["openai/gpt-4o", "manual-router-model"]
+        assert two_providers.router.models_requests == 0
+
+    def test_with_nothing_configured_the_offline_model_is_the_only_choice(self, alice_client):
+        page = alice_client.get(reverse("home")).content.decode()
+
+        assert picker(page) == {"Offline demo": ["offline-demo"]}
+        assert "Offline demo model" in parse(page).by_id("model-badge").text()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+class TestTheChosenProviderAnswers:
+    async def test_the_request_goes_to_the_chosen_provider_with_the_chosen_settings(
+        self, two_providers, alice_async_client
+    ):
+        two_providers.router.script(Reply(text="Hello from the router."))
+        model = "meta-llama/llama-3.1-8b-instruct"
+
+        response = await alice_async_client.post(
+            reverse("conversation_start"),
+            {
+                "text": "Hi there",
+                "model": choice_value("router", model),
+                "system_prompt": "Answer like a pirate.",
+                "temperature": "0.3",
+            },
+            headers=HTMX,
+        )
+
+        assert response.status_code == 200
+        conversation = await Conversation.objects.aget()
+        reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
+        await generation.wait_for(reply.pk)
+        [request] = await asyncio.to_thread(two_providers.router.wait_for_requests, 1)
+        assert request["model"] == model
+        assert request["temperature"] == 0.3
+        assert request["messages"] == [
+            {"role": "system", "content": "Answer like a pirate."},
+            {"role": "user", "content": "Hi there"},
+        ]
+        assert two_providers.router.request_headers[0]["authorization"] == f"Bearer {ROUTER_KEY}"
+        assert two_providers.local.requests == []
+        await reply.arefresh_from_db()
+        assert reply.content == "Hello from the router."
+        assert reply.metadata["model"] == model
+        assert reply.metadata["provider"] == "router"
+        assert reply.metadata["provider_label"] == "Router"
+        page = (await alice_async_client.get(conversation.get_absolute_url())).content.decode()
+        shown = parse(page).by_id(f"message-{reply.pk}")
+        assert [span.text() for span in shown.all(class_name="message-model")] == [
+            f"{model} · Router"
+        ]
+
+    async def test_a_blank_temperature_leaves_the_providers_default(
+        self, two_providers, alice_async_client
+    ):
+        await alice_async_client.post(
+            reverse("conversation_start"),
+            {"text": "Hi", "model": choice_value("local", "qwen2.5:7b-instruct")},
+            headers=HTMX,
+        )
+
+        [request] = await asyncio.to_thread(two_providers.local.wait_for_requests, 1)
+        assert request["model"] == "qwen2.5:7b-instruct"
+        assert "temperature" not in request
+        reply = await Message.objects.filter(role=Message.Role.ASSISTANT).aget()
+        await generation.wait_for(reply.pk)
+
+    async def test_a_provider_removed_from_the_configuration_is_a_clear_error(
+        self, two_providers, alice_async_client, make_conversation
+    ):
+        conversation = await asyncio.to_thread(
+            make_conversation, metadata={"provider": "retired", "model": "old-model"}
+        )
+
+        await alice_async_client.post(
+            reverse("message_send", args=[conversation.pk]), {"text": "Still there?"}
+        )
+
+        reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
+        await generation.wait_for(reply.pk)
+        await reply.arefresh_from_db()
+        assert reply.status == Message.Status.ERROR
+        assert "“retired” chosen for this conversation is no longer configured" in (
+            reply.error_text
+        )
+        assert two_providers.local.requests == two_providers.router.requests == []
+        page = (await alice_async_client.get(conversation.get_absolute_url())).content.decode()
+        assert "no longer configured" in parse(page).by_id(f"message-{reply.pk}").text()
+
+
+class TestTheProvidersFile:
+    def test_it_reads_every_field(self) -> None:
+        [local, offline] = providers.parse_providers(
+            {
+                "providers": [
+                    {
+                        "slug": "ollama",
+                        "label": "Ollama",
+                        "base_url": "http://127.0.0.1:11434/v1",
+                        "models": ["llama3.2:3b"],
+                        "context_window": 4096,
+                        "context_windows": {"qwen2.5:32k": 32768},
+                        "discover": False,
+                    },
+                    {"offline": True, "context_window": 2048},
+                ]
+            }
+        )
+
+        assert (local.slug, local.label, local.default_model) == ("ollama", "Ollama", "llama3.2:3b")
+        assert local.context_window_for("qwen2.5:32k") == 32768
+        assert local.context_window_for("llama3.2:3b") == 4096
+        assert not local.discover
+        assert (offline.slug, offline.offline, offline.models) == (
+            "offline",
+            True,
+            ("offline-demo",),
+        )
+        assert offline.context_window_for("offline-demo") == 2048
+
+    @pytest.mark.parametrize(
+        ("entry", "complaint"),
+        [
+            ({"slug": "x", "base_url": "http://h/v1", "models": ["m"], "api_key": "sk"}, "key"),
+            ({"slug": "Bad Slug", "base_url": "http://h/v1", "models": ["m"]}, "slug"),
+            ({"slug": "default", "base_url": "http://h/v1", "models": ["m"]}, "default"),
+            ({"slug": "x", "base_url": "ftp://h", "models": ["m"]}, "base_url"),
+            ({"slug": "x", "base_url": "http://h/v1"}, "default_model"),
+            (
+                {"slug": "x", "base_url": "http://h/v1", "models": ["m"], "context_window": 0},
+                "tokens",
+            ),
+        ],
+    )
+    def test_a_mistake_is_reported_plainly(self, entry: dict, complaint: str) -> None:
+        with pytest.raises(ImproperlyConfigured, match=complaint):
+            providers.parse_providers({"providers": [entry]})
+
+    def test_a_file_that_does_not_parse_is_reported_with_its_path(self, settings, tmp_path):
+        broken = tmp_path / "providers.toml"
+        broken.write_text("[[providers]\nslug = ")
+        settings.CHAT_PROVIDERS_FILE = str(broken)
+
+        with pytest.raises(ImproperlyConfigured, match=str(broken)):
+            providers.configured()
+
+    def test_manage_py_check_reports_a_mistake_before_any_page_fails(self, settings, tmp_path):
+        file = tmp_path / "providers.toml"
+        file.write_text('[[providers]]\nslug = "x"\nbase_url = "http://h/v1"\napi_key = "sk"\n')
+        settings.CHAT_PROVIDERS_FILE = str(file)
+
+        with pytest.raises(SystemCheckError, match="never put a key in the file"):
+            call_command("check")
