@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import exports, sharing, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -20,4 +20,18 @@ urlpatterns = [
         views.edit_message,
         name="message_edit",
     ),
+    path(
+        "c/<uuid:conversation_id>/export.md",
+        exports.export_markdown,
+        name="conversation_export_markdown",
+    ),
+    path(
+        "c/<uuid:conversation_id>/export.json",
+        exports.export_json,
+        name="conversation_export_json",
+    ),
+    path("export/all.json", exports.export_all, name="export_all"),
+    path("c/<uuid:conversation_id>/share/", sharing.share_create, name="share_create"),
+    path("c/<uuid:conversation_id>/share/revoke/", sharing.share_revoke, name="share_revoke"),
+    path("s/<slug:token>/", sharing.shared_conversation, name="share"),
 ]
