@@ -8,7 +8,7 @@ are read from the models, so a field added to a model later is exported too.
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import UTC
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
@@ -30,12 +30,22 @@ SECRET_FIELD_WORDS = ("password", "secret", "token", "key")
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
 
 
+class ExportEncoder(DjangoJSONEncoder):
+    """Django's encoder, but times keep their microseconds: versions of a message made in the
+    same millisecond still sort as they do here."""
+
+    def default(self, o: object) -> object:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return super().default(o)
+
+
 def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
     return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 def _fields(instance: Model, *, skip: Iterable[str] = ()) -> dict:
-    """The instance's own columns, foreign keys by id, ready for DjangoJSONEncoder."""
+    """The instance's own columns, foreign keys by id, ready for ExportEncoder."""
     return {
         field.attname: field.value_from_object(instance)
         for field in instance._meta.concrete_fields
@@ -122,12 +132,12 @@ def export_json(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespons
         "exported_at": timezone.now(),
         "conversation": conversation_data(conversation, messages),
     }
-    content = json.dumps(data, cls=DjangoJSONEncoder, indent=2, ensure_ascii=False)
+    content = json.dumps(data, cls=ExportEncoder, indent=2, ensure_ascii=False)
     return _download(content, "application/json", _filename(conversation, "json"))
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False)
+    return json.dumps(value, cls=ExportEncoder, ensure_ascii=False)
 
 
 async def _everything(user: Model) -> AsyncIterator[str]:
