@@ -22,6 +22,8 @@ HIGHLIGHT_MAX_CHARS = 20_000
 # attribute break-out, a sentence) is shown in the label as text but never used as a class.
 _LANGUAGE_NAME = re.compile(r"^[\w+#.-]{1,40}$")
 LANGUAGE_LABEL_MAX_CHARS = 40
+# Part of the renderer version below: raise it whenever _render_fence's markup changes.
+CODE_BLOCK_MARKUP_VERSION = 1
 
 # Token classes only (`<span class="k">`): the CSP refuses inline styles, and the colours of
 # both themes live in static/css/highlight.css (see conversations/highlight_css.py).
@@ -121,7 +123,7 @@ _RENDERER_VERSION = hashlib.blake2b(
             sorted((tag, sorted(names)) for tag, names in ALLOWED_CLASSES.items()),
             sorted(FORCED_ATTRIBUTES.items()),
             HIGHLIGHT_MAX_CHARS,
-            "code-block toolbar 1",
+            CODE_BLOCK_MARKUP_VERSION,
             markdown_it.__version__,
             pygments.__version__,
             nh3.__version__ if hasattr(nh3, "__version__") else "",
