@@ -1,3 +1,4 @@
+import secrets
 import uuid
 from datetime import timedelta
 
@@ -177,3 +178,58 @@ def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conv
         .only("id", "title", "updated_at")
         .order_by("-updated_at")[:limit]
     )
+
+
+def new_share_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ShareLink(models.Model):
+    """A read-only public link to a conversation as it stood when the link was made.
+
+    The token is kept as it is, not hashed: whoever can read this table can read the
+    conversation itself, so a hash would protect nothing, and the owner can copy the link
+    again at any time. 32 random bytes make it unguessable.
+    """
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="share_links"
+    )
+    token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
+    # Also the moment of the snapshot: the link shows the messages that were current then.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["conversation"],
+                name="sharelink_active",
+                condition=models.Q(revoked_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Share of {self.conversation_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("share", args=[self.token])
+
+    def messages(self) -> list[Message]:
+        """The conversation's messages as they stood when the link was made: each current
+        then, even if regenerated or edited since; none added later."""
+        moment = self.created_at
+        current_then = models.Q(superseded_by__isnull=True) | models.Q(
+            superseded_by__created_at__gt=moment
+        )
+        candidates = self.conversation.messages.filter(
+            current_then, created_at__lte=moment
+        ).order_by("created_at")
+        # All versions replaced later by the same message are one place in the conversation;
+        # the newest of them was the current one. Oldest first, so the newest stays.
+        by_place: dict[uuid.UUID, Message] = {}
+        for message in candidates:
+            by_place[message.superseded_by_id or message.pk] = message
+        shown = sorted(by_place.values(), key=lambda message: message.created_at)
+        render_markdown_cached(shown)
+        return shown

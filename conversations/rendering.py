@@ -1,12 +1,66 @@
 """Turns message text into safe HTML: the one place where user and model text become markup."""
 
 import hashlib
+import re
 
 import markdown_it
 import nh3
+import pygments
 from django.core.cache import cache
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import unescapeAll
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
+
+# Code blocks longer than this are shown plain: highlighting is not worth its time there.
+HIGHLIGHT_MAX_CHARS = 20_000
+# A fence's language is a word such as `python`, `c++` or `objective-c`; anything else (an
+# attribute break-out, a sentence) is shown in the label as text but never used as a class.
+_LANGUAGE_NAME = re.compile(r"^[\w+#.-]{1,40}$")
+LANGUAGE_LABEL_MAX_CHARS = 40
+# Part of the renderer version below: raise it whenever _render_fence's markup changes.
+CODE_BLOCK_MARKUP_VERSION = 1
+
+# Token classes only (`<span class="k">`): the CSP refuses inline styles, and the colours of
+# both themes live in static/css/highlight.css (see conversations/highlight_css.py).
+_formatter = HtmlFormatter(nowrap=True)
+
+
+def highlight_code(code: str, language: str) -> SafeString:
+    """The code as HTML, in token-classed spans when Pygments knows the language by that very
+    name; escaped plain text otherwise. Nothing is guessed from the code itself."""
+    if language and len(code) <= HIGHLIGHT_MAX_CHARS and _LANGUAGE_NAME.match(language):
+        try:
+            lexer = get_lexer_by_name(language, stripnl=False)
+        except ClassNotFound:
+            lexer = None
+        if lexer is not None:
+            # Pygments escapes the code; render_markdown's nh3 pass sanitises it once more.
+            return mark_safe(pygments.highlight(code, lexer, _formatter))  # noqa: S308
+    return format_html("{}", code)
+
+
+def _render_fence(renderer, tokens, index, options, env) -> str:
+    """A fenced code block: a toolbar naming the language with a Copy button, then the code."""
+    token = tokens[index]
+    info = unescapeAll(token.info).strip() if token.info else ""
+    language = info.split(maxsplit=1)[0] if info else ""
+    code = highlight_code(token.content, language)
+    if _LANGUAGE_NAME.match(language):
+        code = format_html('<code class="language-{}">{}</code>', language, code)
+    else:
+        code = format_html("<code>{}</code>", code)
+    return format_html(
+        '<div class="code-block"><div class="code-toolbar"><span class="code-language">{}</span>'
+        '<button type="button" class="copy-code">Copy code</button></div><pre>{}</pre></div>\n',
+        language[:LANGUAGE_LABEL_MAX_CHARS],
+        code,
+    )
+
 
 # Raw HTML in the source is shown as text (html=False); nh3 then keeps only the tags Markdown
 # itself produces, so even a renderer bug cannot let a script, an event attribute or a
@@ -14,11 +68,22 @@ from markdown_it import MarkdownIt
 _markdown = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(
     ["table", "strikethrough"]
 )
+_markdown.add_render_rule("fence", _render_fence)
+_markdown.add_render_rule("code_block", _render_fence)
 
 ALLOWED_TAGS = {
     "a", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
     "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
+# Highlighted code: token spans, and the code block's toolbar with its Copy button. Their
+# classes are allowlisted one by one, and a button can only ever be a plain button.
+ALLOWED_TAGS |= {"button", "div", "span"}
+ALLOWED_CLASSES = {
+    "button": {"copy-code"},
+    "div": {"code-block", "code-toolbar"},
+    "span": {"code-language", *(name for name in STANDARD_TYPES.values() if name)},
+}
+FORCED_ATTRIBUTES = {"button": {"type": "button"}}
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "code": {"class"},
@@ -38,6 +103,8 @@ def render_markdown(text: str) -> SafeString:
         url_schemes=ALLOWED_URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         filter_style_properties={"text-align"},
+        allowed_classes=ALLOWED_CLASSES,
+        set_tag_attribute_values=FORCED_ATTRIBUTES,
     )
     return mark_safe(cleaned)  # noqa: S308 - sanitized by nh3 just above
 
@@ -53,7 +120,12 @@ _RENDERER_VERSION = hashlib.blake2b(
             sorted(ALLOWED_TAGS),
             sorted((tag, sorted(attrs)) for tag, attrs in ALLOWED_ATTRIBUTES.items()),
             sorted(ALLOWED_URL_SCHEMES),
+            sorted((tag, sorted(names)) for tag, names in ALLOWED_CLASSES.items()),
+            sorted(FORCED_ATTRIBUTES.items()),
+            HIGHLIGHT_MAX_CHARS,
+            CODE_BLOCK_MARKUP_VERSION,
             markdown_it.__version__,
+            pygments.__version__,
             nh3.__version__ if hasattr(nh3, "__version__") else "",
         )
     ).encode(),

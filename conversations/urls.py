@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import manage_views, settings_views, views
+from . import exports, manage_views, settings_views, sharing, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -59,4 +59,18 @@ urlpatterns = [
     path("conversations/", manage_views.conversation_list, name="conversation_list"),
     path("archive/", manage_views.archive, name="archive"),
     path("search/", manage_views.search_conversations, name="search"),
+    path(
+        "c/<uuid:conversation_id>/export.md",
+        exports.export_markdown,
+        name="conversation_export_markdown",
+    ),
+    path(
+        "c/<uuid:conversation_id>/export.json",
+        exports.export_json,
+        name="conversation_export_json",
+    ),
+    path("export/all.json", exports.export_all, name="export_all"),
+    path("c/<uuid:conversation_id>/share/", sharing.share_create, name="share_create"),
+    path("c/<uuid:conversation_id>/share/revoke/", sharing.share_revoke, name="share_revoke"),
+    path("s/<slug:token>/", sharing.shared_conversation, name="share"),
 ]

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlparse
 
 import pytest
 from allauth.account.models import EmailAddress
-from asgiref.sync import iscoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.apps import apps
 from django.conf import settings
@@ -29,7 +29,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from accounts.models import User
 from chatsite.asgi import application
 from conversations import generation
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, ShareLink
 from conversations.routing import websocket_urlpatterns
 from tests.conftest import PASSWORD, SITE_ORIGIN
 
@@ -39,6 +39,7 @@ SIGNED_IN = "signed-in"  # any signed-in user, each about their own account and 
 PUBLIC = "public"  # anyone: signing in, signing up, resetting a password; shows no one's data
 STAFF = "staff"  # the Django admin: staff only; everyone else is sent to the admin login
 NOBODY = "nobody"  # the websocket catch-all: refused to everyone, like a 404
+LINK_HOLDER = "link-holder"  # a share link: anyone holding it reads that one conversation only
 
 ACCESS = {
     # conversations
@@ -62,6 +63,12 @@ ACCESS = {
     "archive": SIGNED_IN,
     "search": SIGNED_IN,
     "conversation_settings": OWNER,
+    "conversation_export_markdown": OWNER,
+    "conversation_export_json": OWNER,
+    "export_all": SIGNED_IN,
+    "share_create": OWNER,
+    "share_revoke": OWNER,
+    "share": LINK_HOLDER,
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
     "ws_unknown": NOBODY,
@@ -179,6 +186,7 @@ class World:
             "key": "not-a-real-key",
             "uidb36": "1",
             "content_type_id": self.conversation_type_id,
+            "token": self.samples[ShareLink].token,
         }
         if parameter in simple:
             return simple[parameter]
@@ -224,6 +232,7 @@ def world(alice: User, bob: User, make_conversation) -> World:
     group = Group.objects.create(name="Alice's group")
     samples = {Conversation: conversation, Message: question, User: alice, EmailAddress: email}
     samples[Group] = group
+    samples[ShareLink] = ShareLink.objects.create(conversation=conversation)
     conversation_type_id = ContentType.objects.get_for_model(Conversation).pk
     return World(alice, bob, staff, conversation, question, reply, samples, conversation_type_id)
 
@@ -246,8 +255,19 @@ def sent_to_sign_in(response: HttpResponse, *, admin: bool = False) -> bool:
     return response.status_code == 302 and location.path == login and "next=" in location.query
 
 
+def read_body(response: HttpResponse) -> bytes:
+    """The whole body, also of a response streamed by an async generator (as daphne reads it)."""
+    if not response.streaming:
+        return response.content
+
+    async def read() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(read)()
+
+
 def shows_secrets(response: HttpResponse) -> list[str]:
-    body = response.content.decode(errors="replace")
+    body = read_body(response).decode(errors="replace")
     return [secret for secret in ALICE_SECRETS if secret in body]
 
 
@@ -346,6 +366,28 @@ def test_public_pages_show_no_ones_data(route: Route, world: World) -> None:
     assert_no_secrets_for_others(answers, url)
     for visitor, responses in answers.items():
         assert all(response.status_code < 500 for response in responses.values()), visitor
+
+
+@pytest.mark.parametrize("route", routes_for(LINK_HOLDER))
+def test_a_share_link_shows_its_conversation_and_nothing_else(
+    route: Route, world: World, make_conversation
+) -> None:
+    other = make_conversation(title="Alice unshared title 5c1e", history=[("user", "unshared")])
+    url = world.url_for(route)
+
+    answers = visit(url, alice=world.alice, bob=world.bob, anonymous=None)
+
+    for visitor, responses in answers.items():
+        body = responses["GET"].content.decode()
+        assert responses["GET"].status_code == 200, visitor
+        assert shows_secrets(responses["GET"]) == [SECRET_TITLE, SECRET_QUESTION, SECRET_REPLY]
+        assert other.title not in body and str(other.pk) not in body, visitor
+        assert responses["POST"].status_code == 405, visitor
+    unknown = url.replace(world.samples[ShareLink].token, "not-a-real-token")
+    assert signed_in(None).get(unknown).status_code == 404
+    world.samples[ShareLink].revoked_at = world.samples[ShareLink].created_at
+    world.samples[ShareLink].save(update_fields=["revoked_at"])
+    assert signed_in(world.alice).get(url).status_code == 404
 
 
 @pytest.mark.parametrize("route", routes_for(STAFF))

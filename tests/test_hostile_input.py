@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import httpx2
 import pytest
 import websockets
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import AsyncClient, Client
@@ -30,7 +30,7 @@ from accounts.models import User
 from chatsite.asgi import application
 from conversations import generation
 from conversations.generation import title_from
-from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
+from conversations.models import TITLE_MAX_LENGTH, Conversation, Message, ShareLink
 from conversations.routing import websocket_urlpatterns
 from tests.conftest import PASSWORD, SITE_ORIGIN
 from tests.fake_openai import Reply
@@ -660,3 +660,79 @@ def test_model_ids_providers_and_settings_stay_text(two_providers, alice_client,
     shown_reply = chat.by_id(f"message-{reply.pk}")
     assert texts_of(shown_reply, "message-model") == [f"{payloads[3]} · {payloads[4]}"]
     assert account.by_id("defaults-system-prompt").text() == payloads[2]
+
+
+# --------------------------------------------------------------------------- #
+# Code blocks, exports and share links
+# --------------------------------------------------------------------------- #
+
+
+def fenced(payload: str) -> str:
+    """The payload as highlighted code, and as the language name of a fence (tildes, which
+    let backticks and fences of backticks in)."""
+    return f"~~~~~python\n{payload}\n~~~~~\n\n~~~~~{payload.splitlines()[0]}\nprint(1)\n~~~~~"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PAYLOADS)
+def test_hostile_text_in_code_blocks_and_language_names_stays_text(
+    name, make_conversation, alice_client
+):
+    payload = PAYLOADS[name]
+    conversation = make_conversation(history=[("user", "Code?"), ("assistant", fenced(payload))])
+    reply = conversation.messages.get(role=Message.Role.ASSISTANT)
+
+    page = assert_inert(alice_client.get(conversation.get_absolute_url()).content.decode())
+
+    shown = page.by_id(f"message-{reply.pk}")
+    blocks = shown.all("div", "code-block")
+    assert [block.all("code")[0].text() for block in blocks] == [payload + "\n", "print(1)\n"]
+    assert shown.all("button", "copy-message")[0].attrs["data-copy-text"] == fenced(payload)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
+def test_hostile_text_stays_text_on_a_share_link_page(hostile, client):
+    payload, conversation, _, _ = hostile
+    share = ShareLink.objects.create(conversation=conversation)
+
+    page = assert_inert(client.get(share.get_absolute_url()).content.decode())
+
+    assert page.by_id("conversation-title").text() == conversation.title
+    assert [element.text() for element in page.all("title")] == [
+        f"{conversation.title} · shared on chatsite"
+    ]
+    copies = [button.attrs["data-copy-text"] for button in page.all("button", "copy-message")]
+    assert copies == [payload, payload]
+
+
+@pytest.mark.django_db
+def test_exports_carry_hostile_text_exactly_and_are_never_shown_as_a_page(
+    make_conversation, alice_client
+):
+    conversation = make_conversation(
+        title=PAYLOADS["script"], history=[("user", ALL_PAYLOADS), ("assistant", ALL_PAYLOADS)]
+    )
+    as_markdown = alice_client.get(reverse("conversation_export_markdown", args=[conversation.pk]))
+    as_json = alice_client.get(reverse("conversation_export_json", args=[conversation.pk]))
+    everything = alice_client.get(reverse("export_all"))
+
+    for response in (as_markdown, as_json, everything):
+        # A download of its own type, which browsers neither sniff nor render in the site.
+        assert response["Content-Disposition"].startswith("attachment; ")
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Type"].split(";")[0] in ("text/markdown", "application/json")
+        assert '"' not in response["Content-Disposition"].split('filename="')[1][:-1]
+    assert as_markdown.content.decode().count(ALL_PAYLOADS) == 2
+    exported = json.loads(as_json.content)["conversation"]
+    assert exported["title"] == PAYLOADS["script"]
+    assert [m["content"] for m in exported["messages"]] == [ALL_PAYLOADS, ALL_PAYLOADS]
+    streamed = json.loads(async_to_sync(_read_stream)(everything))
+    assert [m["content"] for m in streamed["conversations"][0]["messages"]] == [
+        ALL_PAYLOADS,
+        ALL_PAYLOADS,
+    ]
+
+
+async def _read_stream(response) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])

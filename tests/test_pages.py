@@ -20,7 +20,8 @@ def numbered_history(count: int) -> list[tuple[str, str]]:
 
 
 def shown_numbers(html: str) -> list[int]:
-    return [int(n) for n in re.findall(r"Message number (\d+)\.", html)]
+    # In the message bodies; each Copy button holds its message's text too.
+    return [int(n) for n in re.findall(r"<p>Message number (\d+)\.</p>", html)]
 
 
 def test_a_long_conversation_shows_its_newest_messages_and_loads_older_on_demand(

@@ -145,6 +145,16 @@ MARKDOWN_ELEMENTS = {
     "li", "ol", "p", "pre", "s", "strong", "table", "tbody", "td", "th", "thead", "tr", "ul",
 }  # fmt: skip
 MARKDOWN_ATTRIBUTES = {"href", "title", "rel", "class", "start", "style"}
+# A code block: its toolbar (language label, Copy button) and Pygments' token spans. These
+# elements may carry only these classes, and the button is always a plain one.
+MARKDOWN_ELEMENTS |= {"button", "div", "span"}
+MARKDOWN_ATTRIBUTES |= {"type"}
+CODE_BLOCK_CLASSES = {
+    "button": {"copy-code"},
+    "div": {"code-block", "code-toolbar"},
+    "span": {"code-language"},
+}
+PYGMENTS_TOKEN_CLASS = re.compile(r"^[a-z][a-z0-9]{0,2}$")
 TEXT_ALIGNMENT = re.compile(r"^text-align:\s*(left|right|center);?$")
 
 
@@ -290,6 +300,13 @@ def foreign_markup_in_user_content(html: str) -> list[str]:
                     findings.append(f"an attribute the renderer never makes: {where}")
                 if name == "style" and not TEXT_ALIGNMENT.match(value):
                     findings.append(f"a style other than table alignment: {where}")
+                if name == "type" and (element.tag, value) != ("button", "button"):
+                    findings.append(f"a type other than a plain button: {where}")
+            if element.tag in CODE_BLOCK_CLASSES:
+                allowed = CODE_BLOCK_CLASSES[element.tag]
+                for name in element.classes() - allowed:
+                    if element.tag != "span" or not PYGMENTS_TOKEN_CLASS.match(name):
+                        findings.append(f"a class the renderer never gives: {where}")
     text_only = [*document.all("title"), *document.all("textarea")]
     text_only += [e for e in document.iter() if e.attrs.get("id") == "conversation-title"]
     for sidebar in document.all(class_name="conversation-list"):

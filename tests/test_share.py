@@ -1,0 +1,241 @@
+"""Share links: the owner makes a read-only link to a conversation as it stands and can revoke
+it; anyone holding it reads that snapshot, signed out, and sees nothing else."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from conversations.models import Conversation, Message, ShareLink
+from tests.xss import parse
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def shared(conversation: Conversation) -> ShareLink:
+    return ShareLink.objects.create(conversation=conversation)
+
+
+def create_link(client: Client, conversation: Conversation):
+    return client.post(reverse("share_create", args=[conversation.pk]), headers=HTMX)
+
+
+class TestCreating:
+    def test_the_owner_gets_an_unguessable_link_shown_with_copy_and_revoke(
+        self, alice_client, conversation
+    ) -> None:
+        response = create_link(alice_client, conversation)
+
+        assert response.status_code == 200
+        share = ShareLink.objects.get(conversation=conversation)
+        assert len(share.token) >= 43  # 32 random bytes
+        panel = parse(response.content.decode()).by_id("share-panel")
+        url = panel.by_id("share-url").attrs["value"]
+        assert url == f"http://testserver/s/{share.token}/"
+        assert panel.all("button", "copy-button")[0].attrs["data-copy-from"] == "share-url"
+        (revoke,) = panel.all("form")
+        assert revoke.attrs["hx-post"] == reverse("share_revoke", args=[conversation.pk])
+
+    def test_creating_again_keeps_the_same_link(self, alice_client, conversation) -> None:
+        create_link(alice_client, conversation)
+        create_link(alice_client, conversation)
+
+        assert conversation.share_links.count() == 1
+
+    def test_tokens_differ_between_conversations(self, alice_client, make_conversation) -> None:
+        first, second = make_conversation(), make_conversation()
+        create_link(alice_client, first)
+        create_link(alice_client, second)
+
+        assert first.share_links.get().token != second.share_links.get().token
+
+    def test_the_conversation_page_offers_sharing_and_shows_the_active_link(
+        self, alice_client, conversation, shared
+    ) -> None:
+        page = parse(alice_client.get(conversation.get_absolute_url()).content.decode())
+
+        assert page.by_id("share-url").attrs["value"].endswith(shared.get_absolute_url())
+
+    def test_without_htmx_the_owner_is_sent_back_to_the_conversation(
+        self, alice_client, conversation
+    ) -> None:
+        response = alice_client.post(reverse("share_create", args=[conversation.pk]))
+
+        assert response.status_code == 302
+        assert response["Location"] == conversation.get_absolute_url()
+        assert conversation.share_links.count() == 1
+
+    @pytest.mark.parametrize("route", ["share_create", "share_revoke"])
+    def test_another_user_can_neither_create_nor_revoke(
+        self, route, bob_client, conversation, shared
+    ) -> None:
+        response = bob_client.post(reverse(route, args=[conversation.pk]), headers=HTMX)
+
+        assert response.status_code == 404
+        shared.refresh_from_db()
+        assert shared.revoked_at is None
+        assert conversation.share_links.count() == 1
+
+    def test_a_get_changes_nothing(self, alice_client, conversation) -> None:
+        response = alice_client.get(reverse("share_create", args=[conversation.pk]))
+
+        assert response.status_code == 405
+        assert not conversation.share_links.exists()
+
+
+class TestThePublicPage:
+    def test_it_shows_the_conversation_to_anyone_signed_out(
+        self, client, make_conversation, alice
+    ) -> None:
+        conversation = make_conversation(
+            title="Sourdough",
+            history=[
+                ("user", "How do I *feed* a starter?"),
+                ("assistant", "Like this:\n\n```python\nflour = water = 50\n```"),
+            ],
+        )
+        make_conversation(title="Alice's other conversation", history=[("user", "private")])
+        share = ShareLink.objects.create(conversation=conversation)
+
+        response = client.get(share.get_absolute_url())
+
+        assert response.status_code == 200
+        content = response.content.decode()
+        page = parse(content)
+        assert page.by_id("conversation-title").text() == "Sourdough"
+        bodies = page.all("div", "message-body")
+        assert bodies[0].all("em")[0].text() == "feed"
+        (code,) = bodies[1].all("code")
+        assert code.text() == "flour = water = 50\n"
+        assert {"n", "o", "mi"} <= {name for span in code.all("span") for name in span.classes()}
+        assert page.all("button", "copy-code")
+        assert [b.attrs["data-copy-text"] for b in page.all("button", "copy-message")] == [
+            "How do I *feed* a starter?",
+            "Like this:\n\n```python\nflour = water = 50\n```",
+        ]
+        for absent in (alice.email, "Alice's other conversation", "private"):
+            assert absent not in content
+        # No sidebar, composer, websocket or any control beyond the copy buttons.
+        assert not page.all("form")
+        assert not page.all("textarea")
+        assert "ws-connect" not in content
+        assert {b.attrs["class"] for b in page.all("button")} <= {
+            "copy-code",
+            "copy-button copy-message",
+        }
+
+    def test_it_is_not_indexed_and_sends_no_referrer(self, client, shared) -> None:
+        response = client.get(shared.get_absolute_url())
+
+        assert response["X-Robots-Tag"] == "noindex, nofollow"
+        assert response["Referrer-Policy"] == "no-referrer"
+        metas = {
+            m.attrs.get("name"): m.attrs.get("content")
+            for m in parse(response.content.decode()).all("meta")
+        }
+        assert metas["robots"] == "noindex, nofollow"
+        assert metas["referrer"] == "no-referrer"
+
+    def test_a_revoked_link_is_not_found(self, alice_client, client, conversation, shared) -> None:
+        response = alice_client.post(reverse("share_revoke", args=[conversation.pk]), headers=HTMX)
+
+        assert response.status_code == 200
+        assert parse(response.content.decode()).by_id("share-panel").all("form")[0].attrs[
+            "hx-post"
+        ] == reverse("share_create", args=[conversation.pk])
+        assert client.get(shared.get_absolute_url()).status_code == 404
+        assert alice_client.get(shared.get_absolute_url()).status_code == 404
+
+    def test_sharing_again_after_revoking_makes_a_new_link(
+        self, alice_client, client, conversation, shared
+    ) -> None:
+        alice_client.post(reverse("share_revoke", args=[conversation.pk]))
+        create_link(alice_client, conversation)
+
+        new = conversation.share_links.get(revoked_at__isnull=True)
+        assert new.token != shared.token
+        assert client.get(new.get_absolute_url()).status_code == 200
+        assert client.get(shared.get_absolute_url()).status_code == 404
+
+    @pytest.mark.parametrize("token", ["no-such-token", "x" * 43, "a"])
+    def test_an_unknown_token_is_not_found(self, client, shared, token) -> None:
+        assert client.get(reverse("share", args=[token])).status_code == 404
+
+    def test_a_deleted_conversations_links_die_with_it(self, client, conversation, shared) -> None:
+        url = shared.get_absolute_url()
+        conversation.delete()
+
+        assert client.get(url).status_code == 404
+        assert not ShareLink.objects.exists()
+
+
+class TestTheSnapshot:
+    """The link shows the conversation as it was when shared: later messages, regenerations
+    and edits stay with the owner until they share again."""
+
+    def test_messages_added_later_are_not_shown(self, client, conversation) -> None:
+        share = ShareLink.objects.create(conversation=conversation)
+        conversation.messages.create(
+            role="user",
+            content="A later question",
+            created_at=share.created_at + timedelta(seconds=1),
+        )
+
+        page = client.get(share.get_absolute_url()).content.decode()
+
+        assert "Try <strong>Lisbon</strong>." in page
+        assert "A later question" not in page
+
+    def test_a_reply_regenerated_later_shows_as_it_was(self, client, conversation) -> None:
+        share = ShareLink.objects.create(conversation=conversation)
+        old = conversation.messages.get(role="assistant")
+        for n in (1, 2):  # regenerated twice: the earlier versions all point at the newest
+            new = conversation.messages.create(
+                role="assistant",
+                content=f"Version {n + 1}",
+                created_at=share.created_at + timedelta(seconds=n),
+            )
+            Message.objects.filter(superseded_by=old).update(superseded_by=new)
+            Message.objects.filter(pk=old.pk).update(superseded_by=new)
+            old = new
+
+        page = parse(client.get(share.get_absolute_url()).content.decode())
+
+        texts = [body.text().strip() for body in page.all("div", "message-body")]
+        assert texts == ["Where should I go in May?", "Try Lisbon."]
+
+    def test_an_earlier_version_replaced_before_sharing_is_not_shown(
+        self, client, conversation
+    ) -> None:
+        old = conversation.messages.get(role="assistant")
+        new = conversation.messages.create(
+            role="assistant",
+            content="Try Porto.",
+            created_at=old.created_at + timedelta(milliseconds=5),
+        )
+        Message.objects.filter(pk=old.pk).update(superseded_by=new)
+        share = ShareLink.objects.create(
+            conversation=conversation, created_at=timezone.now() + timedelta(seconds=1)
+        )
+        later = conversation.messages.create(
+            role="assistant",
+            content="Try Madrid.",
+            created_at=share.created_at + timedelta(seconds=1),
+        )
+        Message.objects.filter(superseded_by=new).update(superseded_by=later)
+        Message.objects.filter(pk=new.pk).update(superseded_by=later)
+
+        page = parse(client.get(share.get_absolute_url()).content.decode())
+
+        texts = [body.text().strip() for body in page.all("div", "message-body")]
+        assert texts == ["Where should I go in May?", "Try Porto."]
