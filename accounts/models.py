@@ -29,6 +29,13 @@ class User(AbstractUser):
 
     username = None
     email = models.EmailField("email address", unique=True)
+    daily_token_quota = models.PositiveIntegerField(
+        "daily token quota",
+        null=True,
+        blank=True,
+        help_text="Tokens this user may spend per day. Empty: the site default "
+        "(CHAT_DAILY_TOKEN_QUOTA); 0: no limit.",
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import generation
 from .models import Conversation, Message, current_messages, recent_conversations
+from .quota import QuotaExceeded
 
 CHAT_TEMPLATE = "conversations/chat.html"
 BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
@@ -97,6 +98,11 @@ async def _send(
     except generation.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
+    except QuotaExceeded as refusal:
+        form.add_error(None, refusal.message)
+        if is_new:
+            await conversation.adelete()  # it never got its first message
+        return await sync_to_async(_composer)(request, None if is_new else conversation, form)
     if is_new or not request.htmx:
         if request.htmx:
             return HttpResponseClientRedirect(conversation.get_absolute_url())
@@ -133,6 +139,8 @@ async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> 
         return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
     except generation.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
+    except QuotaExceeded as refusal:
+        return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(conversation)
@@ -174,6 +182,8 @@ async def edit_message(
             form.add_error(None, BUSY_MESSAGE)
         except generation.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
+        except QuotaExceeded as refusal:
+            form.add_error(None, refusal.message)
         else:
             if request.htmx:
                 return HttpResponse(status=204)

@@ -54,6 +54,9 @@ ACCESS = {
     "ws_chat": SIGNED_IN,
     "ws_conversation": OWNER,
     "ws_unknown": NOBODY,
+    # usage and comfort
+    "usage": SIGNED_IN,
+    "theme_set": PUBLIC,  # a choice of the browser, kept in a cookie; touches no one's data
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,
