@@ -24,6 +24,7 @@ CHART_HEIGHT = 240
 CHART_LEFT = 56  # room for the tick labels
 CHART_BOTTOM = 24  # room for the day labels
 CHART_TOP = 8
+CHART_RIGHT = 20  # room for the last day's label
 SERIES_COLOURS = 8  # .series-0 … .series-7 in app.css, reused in turn beyond that
 
 
@@ -170,7 +171,7 @@ def chart(report: UsageReport) -> dict:
     """Where each bar segment and tick of the usage chart goes: numbers only, the template
     draws them (and escapes every name)."""
     plot_height = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
-    plot_width = CHART_WIDTH - CHART_LEFT
+    plot_width = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
     highest = _nice_ceiling(max((t.total_tokens for t in report.by_day.values()), default=0) or 1)
     slot = plot_width / len(report.days)
     series = {model: index % SERIES_COLOURS for index, model in enumerate(report.models)}
@@ -211,6 +212,7 @@ def chart(report: UsageReport) -> dict:
         "width": CHART_WIDTH,
         "height": CHART_HEIGHT,
         "left": CHART_LEFT,
+        "right": CHART_WIDTH - CHART_RIGHT,
         "baseline": CHART_TOP + plot_height,
         "label_y": CHART_HEIGHT - 6,
         "bar_width": round(slot * 0.7, 2),
