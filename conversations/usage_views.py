@@ -25,6 +25,9 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         ],
         "models_table": [(model, report.by_model[model]) for model in report.models],
         "daily_quota": daily_quota,
+        # The meter turns amber past 60 % and red past 90 % of the quota.
+        "quota_low": daily_quota * 6 // 10,
+        "quota_high": daily_quota * 9 // 10,
         "used_today": used_today,
         "left_today": max(daily_quota - used_today, 0) if daily_quota else None,
         "resets_at": quota.next_reset(),

@@ -146,6 +146,7 @@ def test_without_javascript_the_theme_is_a_form_that_comes_back(
 def test_keyboard_shortcuts(page: Page, model: FakeOpenAI) -> None:
     model.script(Reply(text="Noted."))
     sign_up(page, "alan@example.com")
+    expect(page.locator("#composer-input")).to_be_focused()
     page.keyboard.type("Remember the milk")
     page.keyboard.press("Enter")
     expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"), timeout=REPLY_TIMEOUT_MS)
