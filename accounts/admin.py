@@ -28,6 +28,7 @@ class UserAdmin(BaseUserAdmin):
             {"fields": ["is_active", "is_staff", "is_superuser", "groups", "user_permissions"]},
         ),
         ("Important dates", {"fields": ["last_login", "date_joined"]}),
+        ("Usage", {"fields": ["daily_token_quota"]}),
     ]
     add_fieldsets = [
         (None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]}),

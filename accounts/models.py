@@ -33,6 +33,13 @@ class User(AbstractUser):
     default_provider = models.CharField(max_length=50, blank=True)
     default_model = models.CharField(max_length=200, blank=True)
     default_system_prompt = models.TextField(blank=True)
+    daily_token_quota = models.PositiveIntegerField(
+        "daily token quota",
+        null=True,
+        blank=True,
+        help_text="Tokens this user may spend per day. Empty: the site default "
+        "(CHAT_DAILY_TOKEN_QUOTA); 0: no limit.",
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: list[str] = []

@@ -99,6 +99,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "conversations.context_processors.model_status",
+                "conversations.theme.theme",
             ],
             "loaders": [
                 (
@@ -232,7 +233,7 @@ else:
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "chatsite <noreply@localhost>")
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -292,6 +293,8 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, 12 * CHAT_MAX_MESSAGE_CHARS + 65_536)
 # A chat page shows this many of the newest messages; older ones load on demand.
 CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
+# Tokens a user may spend per day (in TIME_ZONE); 0 is no limit. A user's own quota wins.
+CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 0)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)

@@ -1,6 +1,15 @@
-from django.contrib import admin
-from django.db.models import Count
+from datetime import timedelta
 
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import path
+
+from . import usage
 from .models import Conversation, Message
 
 
@@ -116,3 +125,44 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="Total tokens")
     def total_tokens(self, message: Message):
         return message.usage.get("total_tokens")
+
+    # Token totals per user and per model: a page of its own, under the messages.
+    change_list_template = "admin/conversations/message/change_list.html"
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.usage_view)
+        return [path("usage/", view, name="conversations_message_usage"), *super().get_urls()]
+
+    def usage_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        today = usage.today()
+        form = UsagePeriodForm(request.GET or {"since": today - timedelta(days=29), "until": today})
+        since = until = None
+        if form.is_valid():
+            since, until = form.cleaned_data["since"], form.cleaned_data["until"]
+        start = usage.start_of_day(since) if since else None
+        end = usage.start_of_day(until + timedelta(days=1)) if until else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Token usage",
+            "opts": self.model._meta,
+            "form": form,
+            "time_zone": settings.TIME_ZONE,
+            "since": since,
+            "until": until,
+            "presets": [
+                ("Today", today, today),
+                ("Last 7 days", today - timedelta(days=6), today),
+                ("Last 30 days", today - timedelta(days=29), today),
+                ("All time", "", ""),
+            ],
+            "by_user": usage.totals_by_user(start, end),
+            "by_model": usage.totals_by_model(start, end),
+        }
+        return TemplateResponse(request, "admin/conversations/usage.html", context)
+
+
+class UsagePeriodForm(forms.Form):
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

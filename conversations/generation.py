@@ -28,7 +28,7 @@ from django.core.cache import cache
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from . import context, fragments, provider, providers
+from . import context, fragments, provider, providers, quota
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -353,6 +353,7 @@ async def begin(
     kept with its replies as earlier versions. Raises ReplyInProgress when a reply is streaming,
     NothingToRegenerate when `replacing` is not the last user message.
     """
+    await quota.check_quota(conversation.owner_id)  # raises QuotaExceeded, before anything
     event = "conversation.refresh" if replacing else "conversation.turn"
     return await _detached(
         _store_and_start(conversation, _store_turn(conversation, text, replacing=replacing), event)
@@ -361,6 +362,7 @@ async def begin(
 
 async def regenerate(conversation: Conversation) -> Message:
     """Generate the last reply again; the previous one is kept as an earlier version."""
+    await quota.check_quota(conversation.owner_id)  # raises QuotaExceeded, before anything
     return await _detached(
         _store_and_start(conversation, _store_regeneration(conversation), "conversation.refresh")
     )

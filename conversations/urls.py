@@ -1,9 +1,11 @@
 from django.urls import path
 
-from . import exports, manage_views, settings_views, sharing, views
+from . import exports, manage_views, settings_views, sharing, theme, usage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("usage/", usage_views.usage_page, name="usage"),
+    path("theme/", theme.set_theme, name="theme_set"),
     path("c/new/", views.start_conversation, name="conversation_start"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:conversation_id>/messages/", views.send_message, name="message_send"),

@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import generation, providers, search, settings_forms, sidebar
 from .models import Conversation, Message, current_messages
+from .quota import QuotaExceeded
 from .settings_views import settings_for_new_conversation
 
 CHAT_TEMPLATE = "conversations/chat.html"
@@ -110,6 +111,11 @@ async def _send(
     except generation.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
+    except QuotaExceeded as refusal:
+        form.add_error(None, refusal.message)
+        if is_new:
+            await conversation.adelete()  # it never got its first message
+        return await sync_to_async(_composer)(request, None if is_new else conversation, form)
     if is_new or not request.htmx:
         if request.htmx:
             return HttpResponseClientRedirect(conversation.get_absolute_url())
@@ -151,6 +157,8 @@ async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> 
         return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
     except generation.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
+    except QuotaExceeded as refusal:
+        return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(conversation)
@@ -192,6 +200,8 @@ async def edit_message(
             form.add_error(None, BUSY_MESSAGE)
         except generation.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
+        except QuotaExceeded as refusal:
+            form.add_error(None, refusal.message)
         else:
             if request.htmx:
                 return HttpResponse(status=204)

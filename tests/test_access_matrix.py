@@ -74,6 +74,9 @@ ACCESS = {
     "ws_unknown": NOBODY,
     # accounts
     "account_settings": SIGNED_IN,
+    # usage and comfort
+    "usage": SIGNED_IN,
+    "theme_set": PUBLIC,  # a choice of the browser, kept in a cookie; touches no one's data
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from datetime import timedelta
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx2
 import pytest
@@ -208,6 +208,33 @@ def test_the_admin_lists_and_message_page_show_hostile_text_as_text(
     assert all(p[:80] in listed for p in PAYLOADS.values())
     assert PAYLOADS["close-textarea"] in contents.text()  # the model's name
     assert ALL_PAYLOADS.replace("\n", "") in message.text()
+
+
+@pytest.mark.django_db
+def test_hostile_model_names_stay_text_on_the_usage_page_and_the_admin_totals(
+    alice_client, admin_client, make_conversation
+):
+    """A provider names its model as it likes: the usage chart (its <title> tooltips), its
+    legend and tables, and the admin's totals show that name as text."""
+    conversation = make_conversation(history=[("user", "Hello")])
+    for payload in PAYLOADS.values():
+        conversation.messages.create(
+            role=Message.Role.ASSISTANT,
+            content="Hi",
+            metadata={"model": payload, "usage": {"prompt_tokens": 2, "total_tokens": 3}},
+        )
+    query = "?next=" + quote(PAYLOADS["attr-event-injection"])
+
+    # The chart is an inline <svg>, as the admin's icons are.
+    page = assert_inert(alice_client.get(reverse("usage") + query).content.decode(), admin=True)
+    totals = admin_page(admin_client, reverse("admin:conversations_message_usage"))
+
+    payloads = sorted(PAYLOADS.values())
+    assert sorted(texts_of(page.by_id("usage-legend"), "usage-model")) == payloads
+    assert sorted(texts_of(page.by_id("usage-models"), "usage-model")) == payloads
+    chart_titles = [title.text() for title in page.by_id("usage-chart").all("title")]
+    assert all(any(payload in title for title in chart_titles) for payload in payloads)
+    assert sorted(texts_of(totals.by_id("usage-by-model"), "usage-model")) == payloads
 
 
 # --------------------------------------------------------------------------- #

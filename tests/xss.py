@@ -240,6 +240,21 @@ def _in_head(element: Element) -> bool:
     return False
 
 
+def _svg_title(element: Element) -> bool:
+    """An SVG's <title> is its tooltip and accessible name, not the document's title."""
+    return (
+        element.tag == "title"
+        and element.parent is not None
+        and any(ancestor.tag == "svg" for ancestor in _ancestors(element))
+    )
+
+
+def _ancestors(element: Element) -> Iterator[Element]:
+    while element.parent is not None:
+        element = element.parent
+        yield element
+
+
 def _is_data_block(script: Element) -> bool:
     """A JSON <script> holds data for a script to read (allauth's pages have one); browsers
     never run it."""
@@ -264,7 +279,7 @@ def executable_markup(html: str, *, own_elements: frozenset[str] = frozenset()) 
                 findings.append(f"a script that is not one of our static files: {where}")
         if element.tag in FORBIDDEN_ELEMENTS - own_elements:
             findings.append(f"a forbidden element: {where}")
-        if element.tag in HEAD_ONLY_ELEMENTS and not _in_head(element):
+        if element.tag in HEAD_ONLY_ELEMENTS and not _in_head(element) and not _svg_title(element):
             findings.append(f"a head element outside <head>: {where}")
         if element.tag == "meta" and element.attrs.get("http-equiv", "").lower() == "refresh":
             findings.append(f"a meta refresh: {where}")
@@ -286,7 +301,8 @@ def foreign_markup_in_user_content(html: str) -> list[str]:
     produce: any element or attribute outside its small allowlist (htmx attributes above all).
 
     User text lives in message bodies (Markdown, or escaped text while streaming), titles,
-    the conversation list and the edit form's textarea, which must hold no markup at all.
+    the conversation list, the edit form's textarea and the model names of the usage pages,
+    which must hold no markup at all.
     """
     document = parse(html)
     findings = []
@@ -311,6 +327,7 @@ def foreign_markup_in_user_content(html: str) -> list[str]:
     text_only += [e for e in document.iter() if e.attrs.get("id") == "conversation-title"]
     for sidebar in document.all(class_name="conversation-list"):
         text_only.extend(sidebar.all("a"))
+    text_only += document.all(class_name="usage-model")  # model names on the usage pages
     for container in text_only:
         for element in list(container.iter())[1:]:
             findings.append(f"markup inside {container.describe()}: {element.describe()}")

@@ -1,0 +1,222 @@
+"""Token usage: what replies cost, added up by the database from each reply's stored report.
+
+The provider's usage record lands in `Message.metadata["usage"]` (prompt, completion and total
+tokens) with the model's name in `metadata["model"]`. JSON key transforms read those on SQLite
+and PostgreSQL alike, so the sums are one grouped query, whatever the number of replies, and
+nothing is written twice. "A day" is a calendar day in TIME_ZONE.
+"""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import Count, IntegerField, QuerySet, Sum, TextField, Value
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Coalesce, TruncDate
+from django.utils import timezone
+
+from .models import Message
+
+USAGE_DAYS = 30
+UNKNOWN_MODEL = "unknown model"
+# Bars of the chart, in SVG user units; CSS scales the whole drawing to its box.
+CHART_WIDTH = 720
+CHART_HEIGHT = 240
+CHART_LEFT = 56  # room for the tick labels
+CHART_BOTTOM = 24  # room for the day labels
+CHART_TOP = 8
+CHART_RIGHT = 20  # room for the last day's label
+SERIES_COLOURS = 8  # .series-0 … .series-7 in app.css, reused in turn beyond that
+
+
+def _token_sum(key: str) -> Coalesce:
+    return Coalesce(Sum(Cast(KT(f"metadata__usage__{key}"), IntegerField())), 0)
+
+
+def _totals() -> dict:
+    return {
+        "prompt_tokens": _token_sum("prompt_tokens"),
+        "completion_tokens": _token_sum("completion_tokens"),
+        "total_tokens": _token_sum("total_tokens"),
+        "replies": Count("pk"),
+    }
+
+
+@dataclass
+class Totals:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    replies: int = 0
+
+    def add(self, other: "Totals") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens
+        self.replies += other.replies
+
+    @classmethod
+    def of(cls, row: dict) -> "Totals":
+        return cls(
+            row["prompt_tokens"], row["completion_tokens"], row["total_tokens"], row["replies"]
+        )
+
+
+def start_of_day(day: date) -> datetime:
+    """Midnight at the start of `day` in TIME_ZONE."""
+    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_default_timezone())
+
+
+def today() -> date:
+    return timezone.localdate(timezone=timezone.get_default_timezone())
+
+
+def replies_between(start: datetime | None, end: datetime | None) -> QuerySet[Message]:
+    """Every reply the model was asked for in [start, end) (None: no bound), earlier versions
+    included: a regenerated reply cost tokens too."""
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT)
+    if start is not None:
+        replies = replies.filter(created_at__gte=start)
+    if end is not None:
+        replies = replies.filter(created_at__lt=end)
+    return replies
+
+
+def _model_name() -> Coalesce:
+    return Coalesce(KT("metadata__model"), Value(UNKNOWN_MODEL), output_field=TextField())
+
+
+def tokens_used_on(user_id: int, day: date) -> int:
+    """Total tokens of the user's replies on `day`: one query."""
+    return (
+        replies_between(start_of_day(day), start_of_day(day + timedelta(days=1)))
+        .filter(conversation__owner_id=user_id)
+        .aggregate(used=_token_sum("total_tokens"))["used"]
+    )
+
+
+@dataclass
+class UsageReport:
+    """A user's tokens per day and per model over the last `len(days)` days, oldest first."""
+
+    days: list[date]
+    models: list[str] = field(default_factory=list)  # most used first
+    cells: dict[tuple[date, str], Totals] = field(default_factory=dict)
+    by_day: dict[date, Totals] = field(default_factory=dict)
+    by_model: dict[str, Totals] = field(default_factory=dict)
+    total: Totals = field(default_factory=Totals)
+
+    @property
+    def today(self) -> Totals:
+        return self.by_day[self.days[-1]]
+
+
+def usage_report(user_id: int, days: int = USAGE_DAYS) -> UsageReport:
+    """The user's own usage, in one grouped query."""
+    last = today()
+    report = UsageReport(days=[last - timedelta(days=n) for n in range(days - 1, -1, -1)])
+    rows = (
+        replies_between(start_of_day(report.days[0]), start_of_day(last + timedelta(days=1)))
+        .filter(conversation__owner_id=user_id)
+        .annotate(
+            day=TruncDate("created_at", tzinfo=timezone.get_default_timezone()),
+            model_name=_model_name(),
+        )
+        .values("day", "model_name")
+        .annotate(**_totals())
+        .order_by("day", "model_name")
+    )
+    report.by_day = {day: Totals() for day in report.days}
+    for row in rows:
+        totals = Totals.of(row)
+        report.cells[row["day"], row["model_name"]] = totals
+        report.by_day[row["day"]].add(totals)
+        report.by_model.setdefault(row["model_name"], Totals()).add(totals)
+        report.total.add(totals)
+    report.models = sorted(report.by_model, key=lambda m: (-report.by_model[m].total_tokens, m))
+    return report
+
+
+def totals_by_user(start: datetime | None, end: datetime | None) -> list[dict]:
+    """Every user's replies and tokens in [start, end), biggest spender first."""
+    return list(
+        replies_between(start, end)
+        .values("conversation__owner_id", "conversation__owner__email")
+        .annotate(**_totals())
+        .order_by("-total_tokens", "conversation__owner__email")
+    )
+
+
+def totals_by_model(start: datetime | None, end: datetime | None) -> list[dict]:
+    """Every model's replies and tokens in [start, end), most used first."""
+    return list(
+        replies_between(start, end)
+        .annotate(model_name=_model_name())
+        .values("model_name")
+        .annotate(**_totals())
+        .order_by("-total_tokens", "model_name")
+    )
+
+
+def _nice_ceiling(value: int) -> int:
+    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above `value`: a round axis."""
+    step = 1
+    while True:
+        for factor in (1, 2, 2.5, 5):
+            if step * factor >= value:
+                return int(step * factor)
+        step *= 10
+
+
+def chart(report: UsageReport) -> dict:
+    """Where each bar segment and tick of the usage chart goes: numbers only, the template
+    draws them (and escapes every name)."""
+    plot_height = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
+    plot_width = CHART_WIDTH - CHART_LEFT - CHART_RIGHT
+    highest = _nice_ceiling(max((t.total_tokens for t in report.by_day.values()), default=0) or 1)
+    slot = plot_width / len(report.days)
+    series = {model: index % SERIES_COLOURS for index, model in enumerate(report.models)}
+    bars = []
+    for index, day in enumerate(report.days):
+        bottom = CHART_TOP + plot_height
+        segments = []
+        for model in report.models:
+            cell = report.cells.get((day, model))
+            if not cell or not cell.total_tokens:
+                continue
+            height = cell.total_tokens / highest * plot_height
+            bottom -= height
+            segments.append(
+                {
+                    "model": model,
+                    "tokens": cell.total_tokens,
+                    "series": series[model],
+                    "y": round(bottom, 2),
+                    "height": round(height, 2),
+                }
+            )
+        bars.append(
+            {
+                "day": day,
+                "x": round(CHART_LEFT + index * slot + slot * 0.15, 2),
+                "label_x": round(CHART_LEFT + index * slot + slot / 2, 2),
+                "labelled": index % 5 == (len(report.days) - 1) % 5,
+                "segments": segments,
+                "total": report.by_day[day].total_tokens,
+            }
+        )
+    ticks = [
+        {"value": highest * n // 4, "y": round(CHART_TOP + plot_height * (1 - n / 4), 2)}
+        for n in range(5)
+    ]
+    return {
+        "width": CHART_WIDTH,
+        "height": CHART_HEIGHT,
+        "left": CHART_LEFT,
+        "right": CHART_WIDTH - CHART_RIGHT,
+        "baseline": CHART_TOP + plot_height,
+        "label_y": CHART_HEIGHT - 6,
+        "bar_width": round(slot * 0.7, 2),
+        "bars": bars,
+        "ticks": ticks,
+        "legend": [{"model": model, "series": series[model]} for model in report.models],
+    }

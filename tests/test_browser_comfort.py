@@ -1,0 +1,297 @@
+"""Comfort in a real browser: the colour theme, keyboard shortcuts, the phone drawer, and the
+whole chat done with the keyboard alone.
+
+Reuses the live stack of tests/test_browser.py (daphne, the fake model, Debian's chromium).
+Once signed up, the keyboard tests act through `page.keyboard` only: no clicks, no fills.
+"""
+
+# The fixtures of test_browser are imported by name, and test parameters take those names.
+# ruff: noqa: F811
+
+import re
+from collections.abc import Callable
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.test_browser import (  # noqa: F401 (fixtures, used by name)
+    COUNTING_REPLY,
+    REPLY_TIMEOUT_MS,
+    SLOW_TOKEN_SECONDS,
+    browser,
+    chat_server,
+    chromium_path,
+    fake_model,
+    latest_reply,
+    model,
+    new_page,
+    page,
+    screenshot,
+    sign_up,
+    wait_for_status,
+    wait_for_streaming_text,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+LIGHT_BACKGROUND = "rgb(255, 255, 255)"
+DARK_BACKGROUND = "rgb(23, 24, 27)"  # --bg of the dark theme, #17181b
+
+
+def background(page: Page) -> str:
+    return page.evaluate("getComputedStyle(document.body).backgroundColor")
+
+
+def focused(page: Page) -> dict:
+    """What has the keyboard focus: its id, text, classes, and whether it shows an outline."""
+    return page.evaluate(
+        """() => {
+          const e = document.activeElement;
+          const style = getComputedStyle(e);
+          return {id: e.id, text: (e.innerText || e.value || "").trim(), tag: e.tagName,
+                  classes: e.className || "", href: e.getAttribute("href") || "",
+                  outline: style.outlineStyle !== "none" && style.outlineWidth !== "0px"};
+        }"""
+    )
+
+
+def reply_text(page: Page):
+    """The current text of the latest reply, without its earlier versions."""
+    return latest_reply(page).locator(":scope > .message-body")
+
+
+def tab_until(page: Page, matches: Callable[[dict], bool], *, backwards: bool = False) -> dict:
+    """Press Tab (or Shift+Tab) until the focused element matches; fail after 60 presses."""
+    for _ in range(60):
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+        now = focused(page)
+        if matches(now):
+            return now
+    pytest.fail("The keyboard never reached the element")
+
+
+# --------------------------------------------------------------------------- #
+# The colour theme
+# --------------------------------------------------------------------------- #
+
+
+def test_the_theme_switches_at_once_and_the_server_remembers_it(
+    browser: Browser, chat_server: str, model: FakeOpenAI
+) -> None:
+    context = browser.new_context(
+        base_url=chat_server, viewport={"width": 1100, "height": 800}, color_scheme="light"
+    )
+    page = context.new_page()
+    sign_up(page, "ada@example.com")
+    assert background(page) == LIGHT_BACKGROUND
+    expect(page.locator("html")).to_have_attribute("data-theme", "system")
+
+    with page.expect_response(re.compile(r"/theme/$")) as posted:
+        page.get_by_role("button", name="Dark").click()
+
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert background(page) == DARK_BACKGROUND
+    expect(page.get_by_role("button", name="Dark")).to_have_attribute("aria-pressed", "true")
+    screenshot(page, "comfort-dark")
+    assert posted.value.status == 204
+    # Remembered by the server: a new page is dark from its first byte, with no script.
+    response = page.goto("/usage/")
+    assert '<html lang="en" data-theme="dark">' in response.text()
+    assert background(page) == DARK_BACKGROUND
+
+    # "System" follows the device again, whichever it prefers.
+    page.get_by_role("button", name="System").click()
+    assert background(page) == LIGHT_BACKGROUND
+    page.emulate_media(color_scheme="dark")
+    assert background(page) == DARK_BACKGROUND
+    # "Light" wins over a dark device.
+    with page.expect_response(re.compile(r"/theme/$")):
+        page.get_by_role("button", name="Light").click()
+    assert background(page) == LIGHT_BACKGROUND
+    screenshot(page, "comfort-light-on-a-dark-device")
+    page.reload()
+    assert background(page) == LIGHT_BACKGROUND
+    context.close()
+
+
+def test_without_javascript_the_theme_is_a_form_that_comes_back(
+    browser: Browser, chat_server: str, model: FakeOpenAI
+) -> None:
+    context = browser.new_context(base_url=chat_server, color_scheme="light")
+    page = context.new_page()
+    sign_up(page, "grace@example.com")
+    cookies = context.cookies()
+    plain = browser.new_context(
+        base_url=chat_server, java_script_enabled=False, color_scheme="light"
+    )
+    plain.add_cookies(cookies)
+    page = plain.new_page()
+    page.goto("/usage/")
+
+    page.get_by_role("button", name="Dark").click()
+
+    expect(page).to_have_url(re.compile(r"/usage/$"))
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert background(page) == DARK_BACKGROUND
+    plain.close()
+    context.close()
+
+
+# --------------------------------------------------------------------------- #
+# Shortcuts and the drawer
+# --------------------------------------------------------------------------- #
+
+
+def test_keyboard_shortcuts(page: Page, model: FakeOpenAI) -> None:
+    model.script(Reply(text="Noted."))
+    sign_up(page, "alan@example.com")
+    expect(page.locator("#composer-input")).to_be_focused()
+    page.keyboard.type("Remember the milk")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"), timeout=REPLY_TIMEOUT_MS)
+    wait_for_status(page, "complete")
+    conversation_url = page.url
+
+    # "?" while typing is a question mark; outside a field it opens the list of shortcuts.
+    page.keyboard.type("?")
+    expect(page.locator("#composer-input")).to_have_value("?")
+    expect(page.locator("#shortcuts-dialog")).to_be_hidden()
+    page.keyboard.press("Backspace")
+    leaving = tab_until(page, lambda f: f["tag"] == "BUTTON", backwards=True)
+    page.keyboard.press("?")
+    dialog = page.locator("#shortcuts-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("New chat")
+    screenshot(page, "comfort-shortcuts")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    assert focused(page)["text"] == leaving["text"], "the focus went back where it was"
+
+    # Shift+Esc: back to the message box from anywhere.
+    page.keyboard.press("Shift+Escape")
+    assert focused(page)["id"] == "composer-input"
+
+    # Ctrl+K and "/" go to the search box when the page has one.
+    page.evaluate(
+        """() => {
+          const search = document.createElement("input");
+          search.id = "search-input";
+          document.getElementById("sidebar").prepend(search);
+        }"""
+    )
+    page.keyboard.press("Control+k")
+    assert focused(page)["id"] == "search-input"
+    page.keyboard.press("Shift+Escape")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("/")
+    assert focused(page)["id"] == "search-input"
+
+    # Ctrl+Shift+O: a new chat.
+    page.keyboard.press("Control+Shift+O")
+    expect(page).to_have_url(re.compile(r"://[^/]+/$"))
+    expect(page.locator("#conversation-title")).to_have_text("New chat")
+    assert focused(page)["id"] == "composer-input"
+    assert page.url != conversation_url
+
+
+def test_the_phone_drawer_opens_and_closes_with_the_keyboard(
+    browser: Browser, chat_server: str, model: FakeOpenAI
+) -> None:
+    context = browser.new_context(base_url=chat_server, viewport={"width": 390, "height": 800})
+    page = context.new_page()
+    sign_up(page, "barbara@example.com")
+    toggle = page.locator("#sidebar-toggle")
+    new_chat = page.locator("#sidebar .new-chat")
+    expect(new_chat).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+
+    page.keyboard.press("Control+Shift+S")
+
+    expect(new_chat).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    assert focused(page)["id"] == "sidebar-toggle"
+    tab_until(page, lambda f: "new-chat" in f["classes"])  # into the open drawer
+    screenshot(page, "comfort-phone-drawer")
+    page.keyboard.press("Escape")
+    expect(new_chat).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    assert focused(page)["id"] == "sidebar-toggle", "the focus returns to the toggle"
+
+    page.keyboard.press("Enter")
+    expect(new_chat).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    page.keyboard.press("Space")
+    expect(new_chat).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    context.close()
+
+
+# --------------------------------------------------------------------------- #
+# The whole flow by keyboard alone
+# --------------------------------------------------------------------------- #
+
+
+def test_send_read_stop_regenerate_and_switch_with_the_keyboard_alone(
+    page: Page, model: FakeOpenAI
+) -> None:
+    model.script(
+        Reply(text="Lisbon in spring."),
+        Reply(text=COUNTING_REPLY, delay=SLOW_TOKEN_SECONDS),
+        Reply(text="Porto, for a change."),
+    )
+    sign_up(page, "katherine@example.com")
+    page.goto("/usage/")
+
+    # A skip link first, visibly focused, that leads to the content.
+    skip = tab_until(page, lambda f: True)
+    assert (skip["text"], skip["outline"]) == ("Skip to content", True)
+    page.keyboard.press("Enter")
+    assert focused(page)["id"] == "main"
+
+    # A new chat, a question, and the reply read where the keyboard is.
+    page.keyboard.press("Control+Shift+O")
+    expect(page).to_have_url(re.compile(r"://[^/]+/$"))
+    expect(page.locator("#composer-input")).to_be_focused()
+    page.keyboard.type("Where should I go in May?")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"), timeout=REPLY_TIMEOUT_MS)
+    first_url = page.url
+    wait_for_status(page, "complete")
+    expect(reply_text(page)).to_have_text("Lisbon in spring.")
+
+    # Another question; Esc stops the reply while it is written.
+    page.keyboard.press("Shift+Escape")
+    page.keyboard.type("Count to sixty, slowly.")
+    page.keyboard.press("Enter")
+    wait_for_streaming_text(page, "step 3.")
+    page.keyboard.press("Escape")
+    wait_for_status(page, "stopped")
+    kept = reply_text(page).inner_text()
+    assert COUNTING_REPLY.startswith(kept) and len(kept) < len(COUNTING_REPLY)
+
+    # Retry the stopped reply: Shift+Tab from the message box reaches it.
+    assert focused(page)["id"] == "composer-input"
+    retry = tab_until(page, lambda f: "action-regenerate" in f["classes"], backwards=True)
+    assert retry["outline"], "the focus is visible"
+    page.keyboard.press("Enter")
+    wait_for_status(page, "complete")
+    expect(reply_text(page)).to_have_text("Porto, for a change.")
+    expect(page.locator("#chat-status")).to_have_text("The reply is finished.")
+    screenshot(page, "comfort-keyboard-flow")
+
+    # Another conversation, and back to the first from the list.
+    page.keyboard.press("Control+Shift+O")
+    expect(page).to_have_url(re.compile(r"://[^/]+/$"))
+    expect(page.locator("#composer-input")).to_be_focused()
+    model.script(Reply(text="Second topic noted."))
+    page.keyboard.type("A second topic")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"), timeout=REPLY_TIMEOUT_MS)
+    assert page.url != first_url
+    wait_for_status(page, "complete")
+    first_path = first_url.split("//", 1)[1].split("/", 1)[1]
+    tab_until(page, lambda f: f["href"] == "/" + first_path, backwards=True)
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(first_url)
+    expect(reply_text(page)).to_have_text("Porto, for a change.")
