@@ -57,7 +57,9 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    return JsonResponse(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
 
 
 def _not_found() -> ApiError:
@@ -202,6 +204,8 @@ def _text_field(data: dict, name: str, *, required: bool) -> str | None:
         return None
     if not isinstance(data[name], str):
         raise ApiError(400, "invalid", f"`{name}` must be a string.")
+    if "\x00" in data[name]:
+        raise ApiError(400, "invalid", "Null characters are not allowed.")
     return data[name].strip()
 
 
@@ -373,9 +377,7 @@ async def stop(request: HttpRequest, user: User, conversation_id: uuid.UUID) -> 
 
 
 @api_view("POST")
-async def messages(
-    request: HttpRequest, user: User, conversation_id: uuid.UUID
-) -> HttpResponse:
+async def messages(request: HttpRequest, user: User, conversation_id: uuid.UUID) -> HttpResponse:
     """Send a message; the reply streams back as server-sent events (or, with
     `Accept: application/json`, comes back whole once it is finished)."""
     conversation = await _get_conversation_for_user(user, conversation_id)

@@ -114,8 +114,7 @@ SCHEMA = {
                 "responses": {
                     "201": {
                         "description": (
-                            "The conversation; with `content`, the reply as with posting a "
-                            "message."
+                            "The conversation; with `content`, the reply as with posting a message."
                         ),
                         "content": {
                             "application/json": {
@@ -290,7 +289,10 @@ SCHEMA = {
             "ConversationPage": {
                 "type": "object",
                 "properties": {
-                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/Conversation"}},
+                    "data": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Conversation"},
+                    },
                     "next": {"type": ["string", "null"]},
                 },
             },
