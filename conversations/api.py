@@ -113,15 +113,17 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
         @csrf_exempt
         @wraps(view)
         async def endpoint(request: HttpRequest, **kwargs) -> HttpResponse:
+            # Credentials (and a session's CSRF token) first, as Django checks the token before
+            # any view runs: a forged request learns nothing, not even which methods exist.
+            user = await sync_to_async(_authenticate)(request)
+            if isinstance(user, HttpResponse):
+                return user
             if request.method not in methods:
                 response = error_response(
                     405, "method_not_allowed", f"{request.method} is not allowed here."
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
-            user = await sync_to_async(_authenticate)(request)
-            if isinstance(user, HttpResponse):
-                return user
             try:
                 return await view(request, user, **kwargs)
             except ApiError as error:
