@@ -19,10 +19,13 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
+from conversations import api_docs
 from conversations.api_schema import schema
-from conversations.models import Conversation, Message
+from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import Daphne
+from tests.test_hostile_input import assert_inert
+from tests.xss import PAYLOADS
 
 
 @pytest.fixture(autouse=True)
@@ -691,3 +694,43 @@ def test_a_reply_stopped_through_the_api_ends_the_stream_as_stopped(
     assert done["status"] == reply.status == "stopped"
     assert stream.text == done["content"] == reply.content
     assert 15 < len(reply.content) < len(FULL_TEXT)
+
+
+# --------------------------------------------------------------------------- #
+# Hostile text
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_hostile_text_comes_back_as_json_never_as_html(payload, make_conversation, token_client):
+    conversation = make_conversation(
+        title=payload[:TITLE_MAX_LENGTH], history=[("user", payload), ("assistant", payload)]
+    )
+
+    detail = token_client.get(reverse("api_conversation", args=[conversation.pk]))
+    listing = token_client.get(reverse("api_conversations"))
+
+    for response in (detail, listing):
+        assert response["Content-Type"] == "application/json"
+        assert response["X-Content-Type-Options"] == "nosniff"
+    assert [m["content"] for m in detail.json()["messages"]] == [payload, payload]
+    assert listing.json()["data"][0]["title"] == payload[:TITLE_MAX_LENGTH].strip()
+
+
+@pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
+def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypatch):
+    hostile = schema()
+    hostile["info"]["title"] = payload
+    operation = hostile["paths"]["/api/v1/conversations"]["get"]
+    operation["summary"] = payload
+    operation["description"] = payload
+    operation["parameters"][0]["description"] = payload
+    operation["responses"]["200"]["description"] = payload
+    monkeypatch.setattr(api_docs, "schema", lambda: hostile)
+
+    page = assert_inert(client.get(reverse("api_docs")).content.decode())
+
+    section = page.by_id("listConversations")
+    assert section.all(class_name="api-summary")[0].text() == payload
+    assert page.all("h1")[0].text().startswith(payload.strip()[:20].strip())
