@@ -32,7 +32,7 @@ def shown_key(page: str) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_token_made_on_the_page_is_shown_once_and_works_for_the_api(alice, alice_client):
-    created = alice_client.post(reverse("api_tokens"), {"name": "Backup script"})
+    created = alice_client.post(reverse("api_tokens"), {"name": "Backup script"}, follow=True)
     key = shown_key(created.content.decode())
     later = alice_client.get(reverse("api_tokens")).content.decode()
 
@@ -40,7 +40,9 @@ def test_a_token_made_on_the_page_is_shown_once_and_works_for_the_api(alice, ali
     assert token.name == "Backup script"
     assert token.hashed_key == hashlib.sha256(key.encode()).hexdigest()
     assert token.prefix == key[:8]
+    assert created.redirect_chain == [(reverse("api_tokens"), 302)]  # a reload makes no other
     assert key not in later  # shown once only
+    assert key not in str(dict(alice_client.session))  # nor kept
     assert f"{token.prefix}…" in later and "Backup script" in later
     assert api_get(key).status_code == 200
 
