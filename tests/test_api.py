@@ -733,4 +733,4 @@ def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypat
 
     section = page.by_id("listConversations")
     assert section.all(class_name="api-summary")[0].text() == payload
-    assert page.all("h1")[0].text().startswith(payload.strip()[:20].strip())
+    assert payload in page.all("h1")[0].text()
