@@ -259,7 +259,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         moment, _, pk = raw.partition("|")
-        return datetime.fromisoformat(moment), uuid.UUID(pk)
+        updated_at, conversation_id = datetime.fromisoformat(moment), uuid.UUID(pk)
+        if updated_at.tzinfo is None:
+            raise ValueError("a cursor's time has a zone")
+        return updated_at, conversation_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid", "`cursor` is not one this API gave out.") from None
 

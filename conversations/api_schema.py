@@ -112,17 +112,23 @@ SCHEMA = {
                     }
                 },
                 "responses": {
-                    "201": {
+                    "200": {
                         "description": (
-                            "The conversation; with `content`, the reply as with posting a message."
+                            "With `content`: the reply as server-sent events, as when sending "
+                            "a message."
                         ),
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Conversation"}
-                            },
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
+                    "201": _json(
+                        "The conversation; with `content` and `Accept: application/json`, the "
+                        "finished turn.",
+                        {
+                            "oneOf": [
+                                {"$ref": "#/components/schemas/Conversation"},
+                                {"$ref": "#/components/schemas/Turn"},
+                            ]
+                        },
+                    ),
                     "400": INVALID,
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,

@@ -4,6 +4,7 @@ The endpoints are read in-process; replies are streamed over real HTTP from a li
 to a client that reads the server-sent events as they come, with the fake model upstream.
 """
 
+import base64
 import json
 import time
 import uuid
@@ -256,7 +257,15 @@ def test_the_list_pages_through_all_of_ones_conversations_newest_first(
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    "query", [{"limit": "0"}, {"limit": "101"}, {"limit": "ten"}, {"cursor": "!!not-ours"}]
+    "query",
+    [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "ten"},
+        {"cursor": "!!not-ours"},
+        {"cursor": base64.urlsafe_b64encode(f"2026-01-01T00:00|{uuid.uuid4()}".encode()).decode()},
+    ],
+    ids=["zero", "too-many", "not-a-number", "not-base64", "time-without-zone"],
 )
 def test_a_bad_page_request_is_a_400(query, token_client):
     response = token_client.get(reverse("api_conversations"), query)
