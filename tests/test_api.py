@@ -14,7 +14,8 @@ from datetime import timedelta
 
 import httpx2
 import pytest
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.db import connections
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -435,6 +436,8 @@ async def test_asking_for_json_waits_for_the_whole_reply(alice, fake_openai, ali
             content_type="application/json",
             headers={**bearer(alice_key), "Accept": "application/json"},
         )
+        # That thread's connection: the test client leaves connections open after a request.
+        await sync_to_async(connections.close_all)()
 
     assert response.status_code == 201
     body = response.json()
