@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count
+from django.utils import timezone
 
-from .models import User
+from .models import ApiToken, User
 
 
 @admin.register(User)
@@ -40,3 +41,22 @@ class UserAdmin(BaseUserAdmin):
     @admin.display(description="Conversations", ordering="conversation_total")
     def conversation_count(self, user: User) -> int:
         return user.conversation_total
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens by prefix only: the key is never stored, and its hash is no one's business."""
+
+    list_display = ["name", "prefix", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["created_at", "revoked_at"]
+    search_fields = ["name", "prefix", "user__email"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["user", "name", "prefix", "created_at", "last_used_at"]
+    actions = ["revoke"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a key is issued to its owner, on their tokens page
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset) -> None:
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -299,6 +299,9 @@ CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)
 CHAT_OFFLINE_TOKEN_DELAY = env_float("CHAT_OFFLINE_TOKEN_DELAY", 0.02)
+# A reply streamed by the JSON API sends a comment after this long without text, so proxies and
+# clients do not take a slow model for a dead connection.
+CHAT_API_KEEPALIVE_SECONDS = env_float("CHAT_API_KEEPALIVE_SECONDS", 15.0)
 if CHAT_FLUSH_SECONDS * 2 > CHAT_STALE_SECONDS:
     # A generator beats at each flush at the latest: live replies would be taken for dead.
     raise ImproperlyConfigured("CHAT_STALE_SECONDS must be at least twice CHAT_FLUSH_SECONDS.")

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts import tokens
+
 admin.site.site_header = "chatsite administration"
 admin.site.site_title = "chatsite admin"
 
@@ -8,5 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
+    path("account/tokens/", tokens.token_list, name="api_tokens"),
+    path("account/tokens/<int:token_id>/revoke/", tokens.revoke_token, name="api_token_revoke"),
+    path("api/", include("conversations.api_urls")),
     path("", include("conversations.urls")),
 ]

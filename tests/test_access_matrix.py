@@ -26,7 +26,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 
-from accounts.models import User
+from accounts.models import ApiToken, User
 from chatsite.asgi import application
 from conversations import generation
 from conversations.models import Conversation, Message, ShareLink
@@ -40,6 +40,10 @@ PUBLIC = "public"  # anyone: signing in, signing up, resetting a password; shows
 STAFF = "staff"  # the Django admin: staff only; everyone else is sent to the admin login
 NOBODY = "nobody"  # the websocket catch-all: refused to everyone, like a 404
 LINK_HOLDER = "link-holder"  # a share link: anyone holding it reads that one conversation only
+# The JSON API: as OWNER and SIGNED_IN, but a caller without credentials gets a JSON 401 (with
+# `WWW-Authenticate: Bearer`) instead of the sign-in page, and every answer is JSON, never HTML.
+API_OWNER = "api-owner"
+API_SIGNED_IN = "api-signed-in"
 
 ACCESS = {
     # conversations
@@ -77,6 +81,17 @@ ACCESS = {
     # usage and comfort
     "usage": SIGNED_IN,
     "theme_set": PUBLIC,  # a choice of the browser, kept in a cookie; touches no one's data
+    # JSON API and its documentation; unknown /api/ paths answer a JSON 404 to anyone
+    "api_conversations": API_SIGNED_IN,
+    "api_conversation": API_OWNER,
+    "api_messages": API_OWNER,
+    "api_stop": API_OWNER,
+    "api_openapi": PUBLIC,
+    "api_docs": PUBLIC,
+    "api_unknown": PUBLIC,
+    # personal API tokens
+    "api_tokens": SIGNED_IN,
+    "api_token_revoke": OWNER,
     # django-allauth
     "account_login": PUBLIC,
     "account_logout": SIGNED_IN,
@@ -100,7 +115,14 @@ ACCESS = {
 SECRET_TITLE = "Alice private title 5c1e"
 SECRET_QUESTION = "Alice private question 5c1e about the spare key"
 SECRET_REPLY = "Alice private reply 5c1e: under the blue flowerpot"
-ALICE_SECRETS = [SECRET_TITLE, SECRET_QUESTION, SECRET_REPLY, "alice@example.com"]
+SECRET_TOKEN_NAME = "Alice private token 5c1e"
+ALICE_SECRETS = [
+    SECRET_TITLE,
+    SECRET_QUESTION,
+    SECRET_REPLY,
+    SECRET_TOKEN_NAME,
+    "alice@example.com",
+]
 
 # A forged POST carries whatever the forms of the site would act on.
 FORGED_POST = {
@@ -190,6 +212,8 @@ class World:
             "uidb36": "1",
             "content_type_id": self.conversation_type_id,
             "token": self.samples[ShareLink].token,
+            "token_id": self.samples[ApiToken].pk,
+            "path": "v1/no/such/endpoint",
         }
         if parameter in simple:
             return simple[parameter]
@@ -236,6 +260,7 @@ def world(alice: User, bob: User, make_conversation) -> World:
     samples = {Conversation: conversation, Message: question, User: alice, EmailAddress: email}
     samples[Group] = group
     samples[ShareLink] = ShareLink.objects.create(conversation=conversation)
+    samples[ApiToken] = ApiToken.issue(alice, SECRET_TOKEN_NAME)[0]
     conversation_type_id = ContentType.objects.get_for_model(Conversation).pk
     return World(alice, bob, staff, conversation, question, reply, samples, conversation_type_id)
 
@@ -411,6 +436,63 @@ def test_the_admin_is_for_staff_only(route: Route, world: World) -> None:
     assert staff.status_code in (200, 301, 302, 403, 405), f"staff: {url}"
 
 
+def visit_api(url: str, world: World) -> dict[str, dict[str, HttpResponse]]:
+    """Each visitor's answers, Bob's twice: with his session and with his own API token."""
+    answers = visit(url, alice=world.alice, bob=world.bob, anonymous=None)
+    bob_script = Client(headers={"Authorization": f"Bearer {ApiToken.issue(world.bob, 'x')[1]}"})
+    answers["bob-token"] = {"GET": bob_script.get(url), "POST": bob_script.post(url, {})}
+    for visitor, responses in answers.items():
+        for method, response in responses.items():
+            assert response["Content-Type"] == "application/json", f"{visitor} {method} {url}"
+    return answers
+
+
+def refused_by_the_api(response: HttpResponse) -> bool:
+    return response.status_code in (401, 403, 404)
+
+
+def asked_for_credentials(response: HttpResponse) -> bool:
+    return response.status_code == 401 and response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("route", routes_for(API_OWNER))
+def test_only_the_owner_reaches_a_conversation_through_the_api(route: Route, world: World):
+    url = world.url_for(route)
+
+    answers = visit_api(url, world)
+
+    for visitor in ("bob", "bob-token", "anonymous"):
+        for method, response in answers[visitor].items():
+            assert shows_secrets(response) == [], f"{visitor} {method} {url}"
+    for method, response in answers["alice"].items():
+        assert not refused_by_the_api(response), f"the owner was refused: {method} {url}"
+        assert response.status_code < 500
+    if answers["alice"]["GET"].status_code == 200:
+        assert shows_secrets(answers["alice"]["GET"]), f"the owner sees nothing at {url}"
+    for visitor in ("bob", "bob-token"):
+        for method, response in answers[visitor].items():
+            assert response.status_code in (404, 405), f"{visitor} {method} {url}"
+    for method, response in answers["anonymous"].items():
+        assert asked_for_credentials(response), f"anonymous {method} {url}"
+
+
+@pytest.mark.parametrize("route", routes_for(API_SIGNED_IN))
+def test_the_api_serves_each_user_only_their_own(route: Route, world: World) -> None:
+    url = world.url_for(route)
+
+    answers = visit_api(url, world)
+
+    for visitor in ("bob", "bob-token", "anonymous"):
+        for method, response in answers[visitor].items():
+            assert shows_secrets(response) == [], f"{visitor} {method} {url}"
+    for visitor in ("alice", "bob", "bob-token"):
+        for method, response in answers[visitor].items():
+            assert not refused_by_the_api(response), f"{visitor} was refused: {method} {url}"
+            assert response.status_code < 500
+    for method, response in answers["anonymous"].items():
+        assert asked_for_credentials(response), f"anonymous {method} {url}"
+
+
 def snapshot() -> dict[str, list[tuple]]:
     """Every row of every table, to show a request changed nothing at all."""
     return {
@@ -426,7 +508,13 @@ def test_a_post_without_a_csrf_token_is_refused_and_changes_nothing(
 ) -> None:
     """Every route, not only those that take a POST today: Django checks the token before any
     view runs, so a view that starts taking POSTs is covered already."""
-    actor = {OWNER: world.alice, SIGNED_IN: world.alice, STAFF: world.staff}.get(access_of(route))
+    actor = {
+        OWNER: world.alice,
+        SIGNED_IN: world.alice,
+        STAFF: world.staff,
+        API_OWNER: world.alice,
+        API_SIGNED_IN: world.alice,
+    }.get(access_of(route))
     browser = signed_in(actor, enforce_csrf_checks=True)
     # The victim's browser holds a CSRF cookie; the forger cannot read it to copy the token.
     browser.get(reverse("home") if actor else reverse("account_login"))
