@@ -32,8 +32,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import ApiToken, User
 
-from . import generation
+from . import generation, quota
 from .models import TITLE_MAX_LENGTH, Conversation, Message
+from .quota import QuotaExceeded
 from .views import BUSY_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -304,6 +305,9 @@ async def conversations(request: HttpRequest, user: User) -> HttpResponse:
     data = await sync_to_async(_json_body)(request)
     title = _title(data, required=False)
     text = _message_text(data) if data.get("content") is not None else None
+    if text is not None:
+        # Refused before anything is stored, like the pages: no empty conversation is left.
+        await _check_quota(user.pk)
     conversation = await Conversation.objects.acreate(owner=user, title=title or "")
     if title:
         conversation.metadata["title_source"] = "user"
@@ -522,6 +526,17 @@ def _turn(conversation: Conversation, reply: Message) -> dict:
     }
 
 
+def _quota_refusal(refusal: QuotaExceeded) -> ApiError:
+    return ApiError(429, "quota_exceeded", refusal.message)
+
+
+async def _check_quota(user_id: int) -> None:
+    try:
+        await quota.check_quota(user_id)
+    except QuotaExceeded as refusal:
+        raise _quota_refusal(refusal) from None
+
+
 async def _send(request: HttpRequest, conversation: Conversation, text: str) -> HttpResponse:
     watch = ReplyWatch(conversation.pk)
     await watch.open()
@@ -530,6 +545,9 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
     except generation.ReplyInProgress:
         await watch.close()
         raise ApiError(409, "reply_in_progress", BUSY_MESSAGE) from None
+    except QuotaExceeded as refusal:
+        await watch.close()
+        raise _quota_refusal(refusal) from None
     except BaseException:
         await watch.close()
         raise

@@ -6,6 +6,7 @@ quota resets, which is the next midnight in TIME_ZONE.
 """
 
 import asyncio
+import json
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import ApiToken, User
 from conversations import generation, quota, usage
 from conversations.models import Conversation, Message
 from tests.fake_openai import Reply
@@ -287,3 +288,46 @@ class TestUsagePageQuota:
         assert f'max="{site_quota}"' in page and f'value="{spent}"' in page
         midnight = timezone.localtime(quota.next_reset())
         assert f"resets at midnight: {midnight.day} {midnight:%B %Y}, 00:00" in page
+
+
+@pytest.mark.django_db(transaction=True)
+class TestQuotaThroughTheApi:
+    """Scripts are held to the same quota as the pages, with a JSON 429 carrying the reason."""
+
+    def test_a_message_is_refused_with_429_and_nothing_is_stored(
+        self, alice: User, conversation, fake_openai, site_quota
+    ):
+        spend(conversation, site_quota)
+        before = list(conversation.messages.order_by("created_at"))
+        key = ApiToken.issue(alice, "script")[1]
+        client = Client(headers={"Authorization": f"Bearer {key}"})
+
+        response = client.post(
+            reverse("api_messages", args=[conversation.pk]),
+            json.dumps({"content": "One more"}),
+            content_type="application/json",
+        )
+
+        assert response.status_code == 429
+        refusal = response.json()["error"]
+        assert refusal["code"] == "quota_exceeded"
+        assert f"{site_quota:,} of {site_quota:,} tokens used" in refusal["message"]
+        assert list(conversation.messages.order_by("created_at")) == before
+        assert fake_openai.requests == []
+
+    def test_creating_a_conversation_with_a_message_is_refused_before_anything_is_stored(
+        self, alice: User, conversation, fake_openai, site_quota
+    ):
+        spend(conversation, site_quota)
+        key = ApiToken.issue(alice, "script")[1]
+        client = Client(headers={"Authorization": f"Bearer {key}"})
+
+        response = client.post(
+            reverse("api_conversations"),
+            json.dumps({"title": "New", "content": "Hello"}),
+            content_type="application/json",
+        )
+
+        assert response.status_code == 429
+        assert Conversation.objects.filter(owner=alice).count() == 1
+        assert fake_openai.requests == []
