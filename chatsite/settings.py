@@ -274,6 +274,8 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
 OPENAI_CONNECT_TIMEOUT = env_float("OPENAI_CONNECT_TIMEOUT", 10.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
+# Connections a process may open to each provider at once: one per streaming reply.
+OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 1000)
 CHAT_DEFAULT_MODEL = env_str("CHAT_DEFAULT_MODEL", "gpt-4o-mini")
 CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
 # More providers, from a TOML file (see README.md); which one new conversations use by default.

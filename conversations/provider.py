@@ -52,6 +52,7 @@ def _client(
     timeout: float,
     connect_timeout: float,
     retries: int,
+    max_connections: int,
     offline: bool = False,
 ) -> openai.AsyncOpenAI:
     if offline:
@@ -67,6 +68,13 @@ def _client(
         base_url=base_url or None,
         timeout=httpx2.Timeout(timeout, connect=connect_timeout),
         max_retries=retries,
+        # The SDK's own pool opens at most 1,000 connections and keeps 100 alive: past 1,000
+        # replies streaming at once a request waits for a free one (docs/performance.md).
+        http_client=openai.DefaultAsyncHttpxClient(
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
+        ),
     )
 
 
@@ -90,6 +98,7 @@ def get_client(slug: str = "") -> openai.AsyncOpenAI:
         settings.OPENAI_TIMEOUT,
         settings.OPENAI_CONNECT_TIMEOUT,
         settings.OPENAI_MAX_RETRIES,
+        settings.OPENAI_MAX_CONNECTIONS,
         chosen.offline,
     )
 

@@ -1,5 +1,6 @@
 """Failures of the model provider: each becomes a clear message, never a broken conversation."""
 
+import asyncio
 import socket
 
 import pytest
@@ -256,3 +257,26 @@ class TestFailedReplies:
         assert failed.metadata["error_kind"] == "internal"
         assert failed.content == "Lisbon"
         assert "went wrong on the server" in failed.error_text
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [1, 2])
+async def test_a_process_opens_at_most_openai_max_connections_at_once(limit, fake_openai, settings):
+    settings.OPENAI_MAX_CONNECTIONS = limit
+    fake_openai.script(
+        Reply(chunks=["first", " reply"], stall_after=1, stall_seconds=1.0),
+        Reply(text="second reply"),
+    )
+    first_stream = provider.stream_reply(QUESTION, model="gpt-4o-mini")
+    assert await anext(first_stream) == "first"  # the first reply now holds a connection
+
+    second = asyncio.create_task(collect())
+    # While the first reply is stalled, the second is sent only if the limit leaves room.
+    await asyncio.sleep(0.5)
+    requests_during_the_stall = len(fake_openai.requests)
+    rest_of_first = "".join([item async for item in first_stream if isinstance(item, str)])
+    second_text, _ = await second
+
+    assert requests_during_the_stall == limit
+    assert rest_of_first == " reply"
+    assert second_text == "second reply"
