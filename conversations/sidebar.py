@@ -92,8 +92,10 @@ def sidebar_page(
         previous_group = recency_group(after.updated_at, now)
     recent = listed.filter(pinned_at__isnull=True).order_by("-updated_at", "-id")
     if after is not None:
-        recent = recent.filter(
-            Q(updated_at__lt=after.updated_at) | Q(updated_at=after.updated_at, id__lt=after.id)
+        # (updated_at, id) < the cursor's, with a plain bound on updated_at for the index to
+        # start its range scan from.
+        recent = recent.filter(updated_at__lte=after.updated_at).filter(
+            Q(updated_at__lt=after.updated_at) | Q(id__lt=after.id)
         )
     rows = list(recent[: page_size + 1])
     for item in rows[:page_size]:
