@@ -172,20 +172,22 @@ def test_keyboard_shortcuts(page: Page, model: FakeOpenAI) -> None:
     page.keyboard.press("Shift+Escape")
     assert focused(page)["id"] == "composer-input"
 
-    # Ctrl+K and "/" go to the search box when the page has one.
-    page.evaluate(
-        """() => {
-          const search = document.createElement("input");
-          search.id = "search-input";
-          document.getElementById("sidebar").prepend(search);
-        }"""
-    )
+    # Ctrl+K and "/" go to the sidebar's search box.
     page.keyboard.press("Control+k")
-    assert focused(page)["id"] == "search-input"
+    assert focused(page)["id"] == "sidebar-search-input"
     page.keyboard.press("Shift+Escape")
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("/")
+    assert focused(page)["id"] == "sidebar-search-input"
+
+    # A page without a search box: Ctrl+K leads to the search page, "/" to its box.
+    page.goto("/usage/")
+    page.keyboard.press("Control+k")
+    expect(page).to_have_url(re.compile(r"/search/$"))
+    page.locator("h1").click()
+    page.keyboard.press("/")
     assert focused(page)["id"] == "search-input"
+    page.goto(conversation_url)
 
     # Ctrl+Shift+O: a new chat.
     page.keyboard.press("Control+Shift+O")

@@ -84,13 +84,22 @@
   function hasText(element) {
     return isTyping(element) && element.value !== undefined && element.value !== "";
   }
+  // The search box of this page: the chat sidebar's, else the search page's; else the
+  // search page itself (its URL is on the shortcuts dialog, for signed-in visitors only).
   function focusSearch() {
-    var search = byId("search-input");
+    var search = byId("sidebar-search-input") || byId("search-input");
     if (!search) {
-      return false;
+      var dialog = byId("shortcuts-dialog");
+      var url = dialog && dialog.dataset.searchUrl;
+      if (!url) {
+        return false;
+      }
+      window.location.assign(url);
+      return true;
     }
-    // On a phone the search box lives in the closed drawer: open it first.
-    if (drawerIsUsed() && !drawer().checked) {
+    // On a phone the sidebar's box lives in the closed drawer: open it first.
+    var sidebar = byId("sidebar");
+    if (sidebar && sidebar.contains(search) && drawerIsUsed() && !drawer().checked) {
       setDrawer(true);
     }
     search.focus();
@@ -100,18 +109,108 @@
     return true;
   }
 
+  // --- Escape: one dispatcher, so it closes what is open before it stops a reply. ----
+  // In order: a modal dialog, an open menu or settings panel, a rename form, the phone
+  // drawer; only when none is open does Escape stop the reply being written.
+  function openModal() {
+    var open = document.querySelectorAll("dialog[open]");
+    for (var i = open.length - 1; i >= 0; i--) {
+      var modal = true;
+      try {
+        modal = open[i].matches(":modal");
+      } catch (error) {
+        // A browser without :modal: every open dialog here is shown modal.
+      }
+      if (modal) {
+        return open[i];
+      }
+    }
+    return null;
+  }
+  function visible(element) {
+    return element.getClientRects().length > 0;
+  }
+  var MENUS = ".conversation-tools details[open], details.conversation-menu[open], details.chat-settings[open]";
+  function openMenu(target) {
+    var here = target && target.closest && target.closest("details[open]");
+    if (here && here.matches(MENUS)) {
+      return here;
+    }
+    var menus = document.querySelectorAll(MENUS);
+    for (var i = 0; i < menus.length; i++) {
+      if (visible(menus[i])) {
+        return menus[i];
+      }
+    }
+    return null;
+  }
+  function openRenameForm(target) {
+    var here = target && target.closest && target.closest(".rename-form");
+    if (here) {
+      return here;
+    }
+    var forms = document.querySelectorAll(".rename-form");
+    for (var i = 0; i < forms.length; i++) {
+      if (visible(forms[i])) {
+        return forms[i];
+      }
+    }
+    return null;
+  }
+  function onEscape(event) {
+    if (event.defaultPrevented) {
+      return;
+    }
+    var target = event.target;
+    var dialog = openModal();
+    if (dialog) {
+      // Closed here rather than by the browser, so nothing else reads this Escape.
+      event.preventDefault();
+      dialog.close();
+      return;
+    }
+    var menu = openMenu(target);
+    if (menu) {
+      event.preventDefault();
+      menu.open = false;
+      menu.querySelector("summary").focus();
+      return;
+    }
+    var renaming = openRenameForm(target);
+    if (renaming) {
+      event.preventDefault();
+      renaming.querySelector(".rename-cancel").click();
+      return;
+    }
+    if (drawerIsUsed() && drawer().checked) {
+      event.preventDefault();
+      setDrawer(false);
+      drawer().focus();
+      return;
+    }
+    var stop = document.querySelector("#composer-actions .stop");
+    if (stop && !hasText(target)) {
+      event.preventDefault();
+      stop.click();
+    }
+  }
+
   // Capture phase: shortcuts win over the page's own keys, except inside an open dialog.
   window.addEventListener("keydown", function (event) {
     if (event.defaultPrevented || event.isComposing) {
       return;
     }
-    var dialog = byId("shortcuts-dialog");
-    if (dialog && dialog.open) {
-      return; // Esc closes it (the browser's own), Tab stays inside it
-    }
     var key = event.key;
     var command = event.ctrlKey || event.metaKey;
     var target = event.target;
+    if (key === "Escape" && !event.shiftKey && !command && !event.altKey) {
+      onEscape(event);
+      return;
+    }
+    if (openModal()) {
+      return; // no shortcut behind a modal dialog; Tab stays inside it
+    }
+    var dialog = byId("shortcuts-dialog");
 
     if (command && event.shiftKey && !event.altKey && (key === "O" || key === "o")) {
       event.preventDefault();
@@ -141,19 +240,6 @@
           setDrawer(false);
         }
         composer.focus();
-      }
-      return;
-    }
-    if (key === "Escape" && !event.shiftKey && !command && !event.altKey) {
-      if (drawerIsUsed() && drawer().checked) {
-        // chat.js closes the drawer and gives the focus back to its toggle.
-        window.setTimeout(syncDrawer);
-        return;
-      }
-      var stop = document.querySelector("#composer-actions .stop");
-      if (stop && !hasText(target)) {
-        event.preventDefault();
-        stop.click();
       }
       return;
     }
