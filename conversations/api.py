@@ -32,7 +32,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from accounts.models import ApiToken, User
 
-from . import generation, quota
+from . import generation, providers, quota, settings_forms
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 from .quota import QuotaExceeded
 from .views import BUSY_MESSAGE
@@ -156,11 +156,16 @@ def _timestamp(moment: datetime) -> str:
 
 
 def conversation_json(conversation: Conversation) -> dict:
+    chosen = providers.for_conversation(conversation.metadata)
     return {
         "id": str(conversation.pk),
         "title": conversation.title,
         "created_at": _timestamp(conversation.created_at),
         "updated_at": _timestamp(conversation.updated_at),
+        "pinned": conversation.pinned_at is not None,
+        "archived": conversation.archived_at is not None,
+        "provider": chosen.provider.slug,
+        "model": chosen.model,
     }
 
 
@@ -173,6 +178,8 @@ def message_json(message: Message) -> dict:
         "status": message.status,
         "created_at": _timestamp(message.created_at),
         "model": metadata.get("model"),
+        "provider": metadata.get("provider"),
+        "left_out": metadata.get("left_out"),
         "usage": metadata.get("usage"),
         "finish_reason": metadata.get("finish_reason"),
         "error": metadata.get("error"),
@@ -308,10 +315,13 @@ async def conversations(request: HttpRequest, user: User) -> HttpResponse:
     if text is not None:
         # Refused before anything is stored, like the pages: no empty conversation is left.
         await _check_quota(user.pk)
-    conversation = await Conversation.objects.acreate(owner=user, title=title or "")
+    # The user's defaults from the account settings, as for a conversation started on the pages.
+    metadata = await sync_to_async(settings_forms.defaults_for)(user)
     if title:
-        conversation.metadata["title_source"] = "user"
-        await conversation.asave(update_fields=["metadata"])
+        metadata["title_source"] = "user"
+    conversation = await Conversation.objects.acreate(
+        owner=user, title=title or "", metadata=metadata
+    )
     if text is None:
         await generation.announce_sidebar_change(user.pk)
         return JsonResponse(conversation_json(conversation), status=201)

@@ -290,6 +290,13 @@ SCHEMA = {
                     "title": {"type": "string", "description": "Empty until named."},
                     "created_at": {"type": "string", "format": "date-time"},
                     "updated_at": {"type": "string", "format": "date-time"},
+                    "pinned": {"type": "boolean"},
+                    "archived": {"type": "boolean"},
+                    "provider": {
+                        "type": "string",
+                        "description": "Slug of the provider the conversation's replies ask.",
+                    },
+                    "model": {"type": "string", "description": "Model the replies ask for."},
                 },
             },
             "ConversationPage": {
@@ -313,6 +320,15 @@ SCHEMA = {
                     },
                     "created_at": {"type": "string", "format": "date-time"},
                     "model": {"type": ["string", "null"]},
+                    "provider": {
+                        "type": ["string", "null"],
+                        "description": "Slug of the provider that wrote a reply.",
+                    },
+                    "left_out": {
+                        "type": ["integer", "null"],
+                        "description": "Earlier messages left out of the model's view to fit "
+                        "its context window.",
+                    },
                     "usage": {
                         "type": ["object", "null"],
                         "description": "Token counts the model reported, when it did.",

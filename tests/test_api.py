@@ -289,6 +289,20 @@ def test_a_conversation_is_created_with_its_title_and_kept_by_the_owner(alice, t
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_new_conversation_starts_from_the_users_account_defaults(alice, token_client):
+    alice.default_system_prompt = "Answer in French."
+    alice.save(update_fields=["default_system_prompt"])
+
+    response = send_json(token_client, "POST", reverse("api_conversations"), {})
+
+    created = Conversation.objects.get(pk=response.json()["id"])
+    assert created.system_prompt == "Answer in French."
+    assert response.json()["model"] == created.metadata["model"]
+    assert response.json()["pinned"] is False
+    assert response.json()["archived"] is False
+
+
+@pytest.mark.django_db(transaction=True)
 def test_reading_a_conversation_gives_its_current_messages_in_order(conversation, token_client):
     question, answer = conversation.messages.order_by("created_at")
     old_answer = conversation.messages.create(
