@@ -6,5 +6,4 @@ from . import provider
 def model_status(request: HttpRequest) -> dict:
     return {
         "model_offline": provider.is_offline(),
-        "model_default": provider.default_model(),
     }

@@ -25,8 +25,9 @@ from .models import Conversation, Message, ShareLink
 
 EXPORT_FORMAT = "chatsite-export"
 EXPORT_VERSION = 1
-# Account fields never exported, whatever else the user model holds.
-SECRET_FIELD_WORDS = ("password", "secret", "token", "key")
+# Account fields never exported, whatever else the user model holds: any named like a secret
+# (a "daily_token_quota" is not one, a "reset_token" would be).
+SECRET_FIELD_ENDINGS = ("password", "secret", "token", "key")
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System"}
 
 
@@ -69,7 +70,7 @@ def account_data(user: Model) -> dict:
     secret = [
         field.name
         for field in user._meta.concrete_fields
-        if any(word in field.name for word in SECRET_FIELD_WORDS)
+        if field.name.endswith(SECRET_FIELD_ENDINGS)
     ]
     data = _fields(user, skip=secret)
     data["email_addresses"] = list(

@@ -163,6 +163,9 @@ class TestEverything:
         assert account["id"] == alice.pk
         assert "password" not in account
         assert alice.password not in raw
+        # The account's own settings are the user's data too.
+        assert account["default_system_prompt"] == alice.default_system_prompt
+        assert "daily_token_quota" in account
         assert account["email_addresses"] == [
             {"email": alice.email, "verified": True, "primary": True}
         ]
