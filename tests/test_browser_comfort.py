@@ -229,6 +229,63 @@ def test_the_phone_drawer_opens_and_closes_with_the_keyboard(
     context.close()
 
 
+def still_streaming(page: Page, after: str) -> str:
+    """The reply is still being written, and has grown past what it showed before."""
+    shown = wait_for_streaming_text(page, "step")
+    step = int(re.findall(r"step (\d+)\.", after or shown)[-1])
+    return wait_for_streaming_text(page, f"step {step + 2}.")
+
+
+def test_escape_closes_what_is_open_before_it_stops_the_reply(
+    page: Page, model: FakeOpenAI
+) -> None:
+    long_count = " ".join(f"step {n}." for n in range(1, 400))
+    model.script(Reply(text="Noted."), Reply(text=long_count, delay=SLOW_TOKEN_SECONDS))
+    sign_up(page, "margaret@example.com")
+    page.keyboard.type("Remember the eggs")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"/c/[0-9a-f-]+/$"), timeout=REPLY_TIMEOUT_MS)
+    wait_for_status(page, "complete")
+    page.reload()  # the header with the Export and Share menus, and Delete
+    page.keyboard.type("Count slowly, please.")
+    page.keyboard.press("Enter")
+    shown = wait_for_streaming_text(page, "step 2.")
+
+    # Escape in an open menu closes it and gives the focus back to its button; the reply
+    # goes on.
+    for name in ("export-menu", "share-menu"):
+        menu = page.locator(f"details.{name}")
+        menu.locator("summary").click()
+        expect(menu).to_have_attribute("open", "")
+        page.keyboard.press("Escape")
+        expect(menu).not_to_have_attribute("open", re.compile(".*"))
+        expect(menu.locator("summary")).to_be_focused()
+        shown = still_streaming(page, shown)
+
+    # Escape in the rename form cancels it; the reply goes on.
+    page.locator("#conversation-rename").click()
+    expect(page.locator(".rename-input")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator(".rename-form")).to_have_count(0)
+    expect(page.locator("#conversation-title")).to_be_visible()
+    shown = still_streaming(page, shown)
+
+    # Escape in the delete dialog closes it, deleting nothing; the reply goes on.
+    page.locator("#conversation-delete").click()
+    dialog = page.locator("#delete-dialog")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(page.locator("#conversation-delete")).to_be_focused()
+    shown = still_streaming(page, shown)
+
+    # With nothing open, Escape stops the reply.
+    page.keyboard.press("Escape")
+    wait_for_status(page, "stopped")
+    kept = reply_text(page).inner_text()
+    assert long_count.startswith(kept) and len(kept) < len(long_count)
+
+
 # --------------------------------------------------------------------------- #
 # The whole flow by keyboard alone
 # --------------------------------------------------------------------------- #

@@ -14,21 +14,8 @@
     return document.getElementById("composer-input");
   }
 
+  // Escape (closing the rename form, the drawer, dialogs and menus) is comfort.js's.
   document.addEventListener("keydown", function (event) {
-    // Escape in a rename form puts the title back unchanged.
-    var renaming = event.target.closest && event.target.closest(".rename-form");
-    if (event.key === "Escape" && renaming) {
-      event.preventDefault();
-      renaming.querySelector(".rename-cancel").click();
-      return;
-    }
-    // Escape closes the conversation drawer on narrow screens.
-    var drawer = document.getElementById("sidebar-toggle");
-    if (event.key === "Escape" && drawer && drawer.checked) {
-      drawer.checked = false;
-      drawer.focus();
-      return;
-    }
     // Enter sends, Shift+Enter inserts a new line; nothing is sent while a reply streams.
     var input = event.target;
     if (input.id !== "composer-input" || event.key !== "Enter" || event.shiftKey ||
@@ -109,8 +96,9 @@
     }
   });
 
-  // The delete confirmation arrives as a <dialog>: shown modal (Escape or Cancel close it,
-  // the focus stays inside), and removed once closed or once its request succeeded.
+  // The delete confirmation arrives as a <dialog>: shown modal (Escape, in comfort.js, or
+  // Cancel close it, the focus stays inside), and removed once closed or once its request
+  // succeeded.
   document.addEventListener("htmx:load", function (event) {
     var dialog = event.detail.elt;
     if (dialog.tagName !== "DIALOG" || dialog.open) {

@@ -92,7 +92,8 @@
     );
   });
 
-  // The Export and Share menus: one open at a time; a click elsewhere or Escape closes them.
+  // The Export and Share menus: one open at a time; a click elsewhere closes them (Escape
+  // too: see the Escape dispatcher in comfort.js).
   function openMenus() {
     return document.querySelectorAll(".conversation-tools details[open]");
   }
@@ -112,15 +113,6 @@
       if (!menu.contains(event.target)) {
         menu.open = false;
       }
-    });
-  });
-  document.addEventListener("keydown", function (event) {
-    if (event.key !== "Escape") {
-      return;
-    }
-    openMenus().forEach(function (menu) {
-      menu.open = false;
-      menu.querySelector("summary").focus();
     });
   });
 
