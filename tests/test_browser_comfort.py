@@ -197,6 +197,37 @@ def test_keyboard_shortcuts(page: Page, model: FakeOpenAI) -> None:
     assert page.url != conversation_url
 
 
+@pytest.mark.parametrize(
+    "path", ["/archive/", "/search/", "/usage/", "/account/tokens/", "/api/docs/"]
+)
+def test_every_page_has_the_site_header_and_its_shortcuts(
+    page: Page, model: FakeOpenAI, path: str
+) -> None:
+    sign_up(page, "ida@example.com")
+    page.goto(path)
+    nav = page.get_by_role("navigation", name="Site")
+    for name in ("Chats", "Search", "Archive", "Usage", "Settings", "API tokens"):
+        expect(nav.get_by_role("link", name=name, exact=True)).to_be_visible()
+    expect(page.get_by_role("group", name="Colour theme")).to_be_visible()
+
+    page.locator("h1").click()  # out of the search box, where "?" is a question mark
+    page.keyboard.press("?")
+    dialog = page.locator("#shortcuts-dialog")
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
+def test_the_public_api_docs_show_no_account_links(page: Page, model: FakeOpenAI) -> None:
+    page.goto("/api/docs/")
+    nav = page.get_by_role("navigation", name="Site")
+    expect(nav.get_by_role("link", name="Sign in")).to_be_visible()
+    for name in ("Search", "Archive", "Usage", "Settings", "API tokens"):
+        expect(nav.get_by_role("link", name=name, exact=True)).to_have_count(0)
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts-dialog")).to_be_visible()
+
+
 def test_the_phone_drawer_opens_and_closes_with_the_keyboard(
     browser: Browser, chat_server: str, model: FakeOpenAI
 ) -> None:
