@@ -179,7 +179,13 @@
     var renaming = openRenameForm(target);
     if (renaming) {
       event.preventDefault();
-      renaming.querySelector(".rename-cancel").click();
+      // Asked of htmx directly: a form swapped in a moment ago may not have its Cancel
+      // button wired by htmx yet, and a click on it would do nothing.
+      var cancel = renaming.querySelector(".rename-cancel");
+      window.htmx.ajax("GET", cancel.getAttribute("hx-get"), {
+        target: cancel.getAttribute("hx-target"),
+        swap: "outerHTML",
+      });
       return;
     }
     if (drawerIsUsed() && drawer().checked) {
