@@ -3,6 +3,7 @@ and websockets watching a conversation the way a chat page does."""
 
 import asyncio
 import html
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from django.core.cache import cache as django_cache
 from django.db import connections
 from django.test import AsyncClient, Client
 from django.utils import timezone
+from whitenoise.base import WhiteNoise
 
 from accounts.models import User
 from chatsite.asgi import application
@@ -39,6 +41,47 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker) -> Iter
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
         connections.close_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files_scanned_once() -> Iterator[None]:
+    """WhiteNoise reads the whole of STATIC_ROOT when its middleware is made. A server makes it
+    once; Django's test clients make the middleware chain afresh for every client, and the
+    rescans took half the CPU of the load test. The tests share one scan per configuration."""
+    scanned: dict[tuple, dict] = {}
+    original = WhiteNoise.update_files_dictionary
+
+    def update_files_dictionary(self: WhiteNoise, root: str, prefix: str) -> None:
+        key = (
+            type(self),
+            root,
+            prefix,
+            self.max_age,
+            self.index_file,
+            self.allow_all_origins,
+            self.charset,
+            os.stat(root).st_mtime_ns,
+        )
+        if key not in scanned:
+            before = dict(self.files)
+            original(self, root, prefix)
+            scanned[key] = {
+                url: found for url, found in self.files.items() if before.get(url) is not found
+            }
+        self.files.update(scanned[key])
+
+    WhiteNoise.update_files_dictionary = update_files_dictionary
+    yield
+    WhiteNoise.update_files_dictionary = original
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(settings) -> None:
+    """Most tests create users; the production hasher is slow on purpose (tests/hashers.py)."""
+    settings.PASSWORD_HASHERS = [
+        "tests.hashers.QuickPBKDF2PasswordHasher",
+        *django_settings.PASSWORD_HASHERS,
+    ]
 
 
 @pytest.fixture(autouse=True)

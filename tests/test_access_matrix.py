@@ -139,12 +139,6 @@ FORGED_POST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    """Every test creates three users; the real hasher is slow on purpose."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @dataclass(frozen=True)
 class Route:
     name: str  # "namespace:name", or the pattern itself when the route has no name

@@ -32,11 +32,6 @@ from tests.test_hostile_input import assert_inert
 from tests.xss import PAYLOADS
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

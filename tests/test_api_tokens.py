@@ -15,11 +15,6 @@ from tests.test_hostile_input import assert_inert
 from tests.xss import PAYLOADS
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def api_get(key: str, path: str = "/api/v1/conversations"):
     return Client().get(path, headers={"Authorization": f"Bearer {key}"})
 

@@ -39,11 +39,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 # --------------------------------------------------------------------------- #
 # The production profile, as README documents it
 # --------------------------------------------------------------------------- #

@@ -18,11 +18,6 @@ from conversations.models import Conversation, Message, ShareLink
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def body(response: HttpResponse) -> bytes:
     """The whole body; the full export streams from an async generator, as daphne reads it."""
     if not response.streaming:

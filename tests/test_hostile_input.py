@@ -48,11 +48,6 @@ HTMX = {"HX-Request": "true"}
 ALL_PAYLOADS = "\n\n".join(PAYLOADS.values())
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def assert_inert(html: str, *, admin: bool = False) -> Element:
     """Nothing in the page would run, and user text holds no markup; returns the parsed page.
     The admin draws its icons with inline <svg>, which our own pages never use."""
