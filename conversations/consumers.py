@@ -15,21 +15,21 @@ import time
 import uuid
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
 from . import generation
+from .db import unit_of_work
 from .models import Conversation, Message, current_messages
 
 
-@database_sync_to_async
+@unit_of_work
 def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None:
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
-@database_sync_to_async
+@unit_of_work
 def _latest_message(conversation_id: uuid.UUID) -> Message | None:
     generation.mark_stale_replies_interrupted(conversation_id)
     return (
@@ -39,7 +39,7 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
     )
 
 
-@database_sync_to_async
+@unit_of_work
 def _finished_replies(reply_ids: list[str]) -> list[str]:
     streaming = {
         str(pk)
@@ -50,7 +50,7 @@ def _finished_replies(reply_ids: list[str]) -> list[str]:
     return [reply_id for reply_id in reply_ids if reply_id not in streaming]
 
 
-@database_sync_to_async
+@unit_of_work
 def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     question = (
@@ -72,7 +72,7 @@ def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Messag
     return html, reply
 
 
-@database_sync_to_async
+@unit_of_work
 def _render_conversation(conversation: Conversation) -> tuple[str, list[Message]]:
     """The message list as it stands, after an edit or a regeneration rewrote its end."""
     messages = current_messages(conversation, limit=settings.CHAT_PAGE_MESSAGES)
@@ -84,7 +84,7 @@ def _render_conversation(conversation: Conversation) -> tuple[str, list[Message]
     return html, messages
 
 
-@database_sync_to_async
+@unit_of_work
 def _render_reply(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
     reply.versions = list(reply.earlier_versions.order_by("created_at"))
@@ -95,7 +95,7 @@ def _render_reply(conversation: Conversation, reply_id: str) -> tuple[str, Messa
     return html, reply
 
 
-@database_sync_to_async
+@unit_of_work
 def _render_title(conversation: Conversation) -> str:
     conversation.refresh_from_db(fields=["title"])
     return render_to_string("conversations/stream/title.html", {"conversation": conversation})

@@ -15,7 +15,6 @@ and finally stores the reply once, with model and usage, and publishes `reply.do
 
 import asyncio
 import contextvars
-import functools
 import logging
 import time
 import uuid
@@ -25,10 +24,11 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from . import context, fragments, provider, providers, quota
+from .db import unit_of_work
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -105,28 +105,6 @@ def title_from(text: str) -> str:
 
 class NothingToRegenerate(Exception):
     """The conversation has no reply to regenerate, or the message is not the last one."""
-
-
-def _generation_database_call(function):
-    """Run `function` on the default thread pool, not on the one thread of sync_to_async.
-
-    A generation runs in a context of its own (it outlives the request that started it), so a
-    thread-sensitive call would send the database work of every reply the process streams to one
-    and the same thread: with hundreds streaming, their flushes queued there, the heartbeat they
-    carry fell behind CHAT_STALE_SECONDS and live replies were swept as interrupted. Each of
-    these calls is a unit of work of its own that no request waits on.
-    """
-
-    @functools.wraps(function)
-    def unit_of_work(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        finally:
-            # Inside the call's own context: the pool's threads come and go with event loops,
-            # and a connection left open on one that ended would never go back to the pool.
-            close_old_connections()
-
-    return database_sync_to_async(unit_of_work, thread_sensitive=False)
 
 
 def _lock_idle(conversation: Conversation) -> Conversation:
@@ -252,7 +230,7 @@ async def _sweep_forever() -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            marked = await _generation_database_call(mark_stale_replies_interrupted)()
+            marked = await unit_of_work(mark_stale_replies_interrupted)()
             for conversation_id, reply_id in marked:
                 await get_channel_layer().group_send(
                     group_for_conversation(conversation_id),
@@ -318,7 +296,7 @@ def _fit_context(
     return fitted.messages, fitted.left_out
 
 
-@_generation_database_call
+@unit_of_work
 def _flush(texts: list[tuple[uuid.UUID, str]]) -> None:
     """Store the text so far of streaming replies, and beat their hearts: one statement,
     executed for every reply, in one transaction.
@@ -343,7 +321,7 @@ def _flush(texts: list[tuple[uuid.UUID, str]]) -> None:
         cursor.executemany(sql, rows)
 
 
-@_generation_database_call
+@unit_of_work
 def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
     # Also over "interrupted": a reply taken for dead while its generator was alive (a stalled
     # heartbeat) still gets its whole text.
@@ -403,9 +381,14 @@ async def _announce(conversation: Conversation, event: str, reply: Message) -> N
     await announce_sidebar_change(conversation.owner_id)
 
 
-async def announce_sidebar_change(owner_id: int) -> None:
-    """Send every open page of this user its new conversation list."""
-    html = await database_sync_to_async(fragments.conversation_list)(owner_id)
+async def announce_sidebar_change(owner_id: int, *, in_request: bool = True) -> None:
+    """Send every open page of this user its new conversation list.
+
+    In a request the list is rendered on the request's thread, with its connection; elsewhere
+    (`in_request=False`) as a unit of work of its own (conversations/db.py).
+    """
+    render = database_sync_to_async if in_request else unit_of_work
+    html = await render(fragments.conversation_list)(owner_id)
     await get_channel_layer().group_send(
         group_for_user(owner_id), {"type": "sidebar.changed", "html": html}
     )
@@ -598,7 +581,7 @@ async def _run(generation: Generation) -> None:
     try:
         messages, metadata["left_out"] = _fit_context(generation, generation.history)
         generation.reader = asyncio.create_task(_read(generation, messages))
-        if await database_sync_to_async(cache.get)(_stop_key(generation.message_id)):
+        if await unit_of_work(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
         status = Message.Status.COMPLETE
@@ -654,7 +637,7 @@ TITLE_INSTRUCTIONS = (
 )
 
 
-@database_sync_to_async
+@unit_of_work
 def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None or conversation.metadata.get("title_source"):
@@ -672,7 +655,7 @@ def _title_request(conversation_id: uuid.UUID) -> list[dict[str, str]] | None:
     ]
 
 
-@database_sync_to_async
+@unit_of_work
 def _store_title(conversation_id: uuid.UUID, title: str) -> Conversation | None:
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
@@ -701,7 +684,7 @@ async def _auto_title(conversation_id: uuid.UUID, model: str, provider_slug: str
         await get_channel_layer().group_send(
             group_for_conversation(conversation_id), {"type": "conversation.title"}
         )
-        await announce_sidebar_change(conversation.owner_id)
+        await announce_sidebar_change(conversation.owner_id, in_request=False)
 
 
 async def _end_control_loop(control: asyncio.Task, channel: str) -> None:

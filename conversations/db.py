@@ -1,0 +1,33 @@
+"""Database work from code that runs outside any request: generations and websocket consumers."""
+
+import functools
+
+from channels.db import database_sync_to_async
+from django.db import close_old_connections
+
+
+def unit_of_work(function):
+    """Run `function` on the default thread pool, not on the one thread of sync_to_async.
+
+    Outside a request there is no per-request thread: a thread-sensitive call from a generation
+    (a task of its own, which outlives the request that started it) or from a websocket consumer
+    goes to one thread shared by the whole process. With hundreds of replies streaming, their
+    flushes queued there and heartbeats fell behind CHAT_STALE_SECONDS; with hundreds of pages
+    open, every page's connect, catch-up, new turn and finished reply queued behind the others.
+    Each call so decorated is a unit of work of its own that holds no connection afterwards.
+
+    Not for work a request awaits: the request keeps the pooled connection of its session and
+    user lookups until it ends, and a second one taken in another thread can run the pool dry
+    (docs/performance.md, "A request must not wait on database work in another thread").
+    """
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Inside the call's own context: the pool's threads come and go with event loops,
+            # and a connection left open on one that ended would never go back to the pool.
+            close_old_connections()
+
+    return database_sync_to_async(call, thread_sensitive=False)
