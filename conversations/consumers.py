@@ -15,7 +15,6 @@ import time
 import uuid
 from urllib.parse import parse_qs
 
-from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -109,19 +108,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
     reconciler: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
-
-    async def dispatch(self, message: dict) -> None:
-        """Call the message's handler, without Channels' close_old_connections() in front.
-
-        Channels (4.2 and later) closes old database connections before every message, through
-        a thread-sensitive hop that, outside a request, goes to the process's one shared thread:
-        once per delta per open page. The database calls here are units of work that return
-        their connection themselves (conversations/db.py), so there is nothing to close.
-        """
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def connect(self) -> None:
         # Per reply streaming on this page: how many characters of it the page has.
