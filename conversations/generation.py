@@ -240,14 +240,22 @@ async def _sweep_forever() -> None:
             logger.exception("Sweeping stale replies failed")
 
 
-_sweeper: asyncio.Task | None = None
+# The process's loops that run for as long as its event loop: the sweeper and the writer.
+_forever: dict[str, asyncio.Task] = {}
+
+
+def _ensure_forever(loop_function) -> None:
+    """Start `loop_function()` on this event loop, unless it already runs there."""
+    loop = asyncio.get_running_loop()
+    task = _forever.get(loop_function.__name__)
+    if task is None or task.done() or task.get_loop() is not loop:
+        _forever[loop_function.__name__] = loop.create_task(
+            loop_function(), context=contextvars.Context()
+        )
 
 
 def ensure_sweeper() -> None:
-    global _sweeper
-    loop = asyncio.get_running_loop()
-    if _sweeper is None or _sweeper.done() or _sweeper.get_loop() is not loop:
-        _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
+    _ensure_forever(_sweep_forever)
 
 
 def _model_messages(conversation: Conversation, reply_id: uuid.UUID) -> list[dict[str, str]]:
@@ -483,15 +491,8 @@ async def _publish_loop(generation: Generation) -> None:
         await asyncio.sleep(settings.CHAT_DELTA_BATCH_SECONDS)
 
 
-_writer: asyncio.Task | None = None
-
-
 def ensure_writer() -> None:
-    """Start this event loop's writer of streaming replies, unless it runs."""
-    global _writer
-    loop = asyncio.get_running_loop()
-    if _writer is None or _writer.done() or _writer.get_loop() is not loop:
-        _writer = loop.create_task(_write_forever(), context=contextvars.Context())
+    _ensure_forever(_write_forever)
 
 
 async def _write_forever() -> None:
