@@ -80,6 +80,7 @@ class Stream:
     connect_seconds: float = 0.0
     posted_at: float = 0.0
     post_status: int = 0
+    post_content_type: str = ""
     post_seconds: float = 0.0
     error: str = ""
 
@@ -148,6 +149,7 @@ async def post(stream: Stream, browser: Browser, gate: asyncio.Semaphore) -> Non
                 f"/c/{stream.person.conversation_id}/messages/", {"text": stream.message}
             )
             stream.post_status = response.status_code
+            stream.post_content_type = response.headers.get("content-type", "")
         except httpx2.HTTPError as error:
             stream.error = f"POST: {error!r}"
             stream.finished.set()
@@ -378,6 +380,11 @@ def measure(args, count: int, database: str) -> dict:
         gaps=gaps or [float("nan")],
         ttft=ttft or [float("nan")],
         post_seconds=[stream.post_seconds for stream in streams if stream.post_status],
+        refusals=[
+            (stream.post_status, stream.post_content_type)
+            for stream in streams
+            if stream.post_status and not 200 <= stream.post_status < 300
+        ],
         connect_seconds=[stream.connect_seconds for stream in streams],
         peak_concurrency=peak_concurrency(outcomes),
         tokens=figures["exact"] * args.tokens,

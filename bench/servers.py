@@ -4,13 +4,16 @@
   database (and Redis when REDIS_URL is set), with the CPU time and resident memory of its
   process read from /proc.
 - `Upstream`: the fake model (bench.upstream) in a subprocess.
-- `signed_in_users`: many users, each with a conversation and a signed-in session, made fast.
+- `SeedServer`: the seed design (bench.seed) under uvicorn in a subprocess.
+- `signed_in_users`: many users, each with a conversation and a signed-in session, made fast;
+  `api_keys`: a personal API token for each.
 - `Browser`: what a chat page does over the wire: CSRF-checked POSTs and the chat websocket.
 """
 
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -174,6 +177,34 @@ class AppServer(Process):
         return self
 
 
+class SeedServer(Process):
+    """bench.seed:app (the seed design) under uvicorn, one process, default options."""
+
+    def __init__(self, database_url: str, upstream: Upstream) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SEED_DATABASE_URL": database_url,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "OPENAI_API_KEY": upstream.api_key,
+        }
+
+    def __enter__(self) -> "SeedServer":
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            "--no-access-log",
+            "--log-level=warning",
+            "bench.seed:app",
+        ]
+        self.start(command, self.env, self.port, LOGS / f"bench-seed-{self.port}.log")
+        return self
+
+
 @dataclass
 class SignedIn:
     user_id: int
@@ -212,6 +243,25 @@ def signed_in_users(count: int, prefix: str) -> list[SignedIn]:
         session.create()
         signed_in.append(SignedIn(user.pk, session.session_key, str(conversation.pk)))
     return signed_in
+
+
+def api_keys(people: list[SignedIn]) -> list[str]:
+    """A personal API token for each person, made in one statement; returns their keys."""
+    from accounts.models import ApiToken
+
+    keys = [secrets.token_urlsafe(32) for _ in people]
+    ApiToken.objects.bulk_create(
+        [
+            ApiToken(
+                user_id=person.user_id,
+                name="bench",
+                prefix=key[: ApiToken.PREFIX_LENGTH],
+                hashed_key=ApiToken.hash(key),
+            )
+            for person, key in zip(people, keys, strict=True)
+        ]
+    )
+    return keys
 
 
 def delete_users(prefix: str, signed_in: list[SignedIn]) -> None:
