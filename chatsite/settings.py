@@ -297,6 +297,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, 12 * CHAT_MAX_MESSAGE_CHARS + 65_53
 CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
 # Tokens a user may spend per day (in TIME_ZONE); 0 is no limit. A user's own quota wins.
 CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 0)
+# Replies one process streams at once; one more is refused at once (the API: 503 and
+# Retry-After). More than OPENAI_MAX_CONNECTIONS would only wait for a connection upstream.
+CHAT_MAX_REPLIES = min(env_int("CHAT_MAX_REPLIES", 1000), OPENAI_MAX_CONNECTIONS)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)

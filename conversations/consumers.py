@@ -1,12 +1,13 @@
 """The websocket every chat page keeps open.
 
 It is a watcher only: sending, stopping and every other change go through CSRF-protected POSTs.
-It forwards events to the page as HTML fragments that the htmx ws extension swaps in:
-- the user's events (group `user-<id>`): the conversation list changed, on every open page;
-- on a conversation page, the conversation's events (group `conversation-<id>`): a new turn,
-  reply text, a finished reply, a new title.
-Per streaming reply it keeps how much text the page already has, so a delta that repeats text
-is trimmed and a delta that skips text triggers a sync from the generator instead of a hole.
+It forwards events (conversations/events.py) to the page as HTML fragments that the htmx ws
+extension swaps in:
+- the user's events: the conversation list changed, on every open page;
+- on a conversation page, the conversation's events: a new turn, a rewritten end, a finished
+  reply, a new title;
+- the text of the streaming reply the page shows, which it follows (conversations/watching.py):
+  handed over directly by a generator in this process, through its channel from another.
 """
 
 import asyncio
@@ -19,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from . import generation
+from . import events, generation, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
 
@@ -37,17 +38,6 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
         .order_by("-created_at")
         .first()
     )
-
-
-@unit_of_work
-def _finished_replies(reply_ids: list[str]) -> list[str]:
-    streaming = {
-        str(pk)
-        for pk in Message.objects.filter(
-            pk__in=reply_ids, status=Message.Status.STREAMING
-        ).values_list("pk", flat=True)
-    }
-    return [reply_id for reply_id in reply_ids if reply_id not in streaming]
 
 
 @unit_of_work
@@ -106,22 +96,20 @@ GROUP_RENEWAL_SECONDS = 3600
 
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
-    reconciler: asyncio.Task | None = None
     groups_joined: tuple[str, ...] = ()
+    tasks: tuple[asyncio.Task, ...] = ()
 
     async def connect(self) -> None:
-        # Per reply streaming on this page: how many characters of it the page has.
-        self.offsets: dict[str, int] = {}
+        # The streaming replies on this page, and how much of each it has.
+        self.follower = watching.Follower(self.channel_name)
         # Replies this page has been sent whole, so a late event does not add them twice.
         self.shown: set[str] = set()
-        # Replies with a sync asked of their generator and not yet answered.
-        self.syncing: set[str] = set()
         user = self.scope["user"]
         if not user.is_authenticated:
             await self.close()
             return
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
-        groups = [generation.group_for_user(user.pk)]
+        groups = [events.user_group(user.pk)]
         if conversation_id:
             self.conversation = await _owned_conversation(user, conversation_id)
             if self.conversation is None:
@@ -129,12 +117,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 # unknown one look the same.
                 await self.close()
                 return
-            groups.append(generation.group_for_conversation(self.conversation.pk))
+            groups.append(events.conversation_group(self.conversation.pk))
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = tuple(groups)
         await self.accept()
-        self.reconciler = asyncio.create_task(self._reconcile_forever())
+        self.tasks = (
+            asyncio.create_task(self._reconcile_forever()),
+            asyncio.create_task(self._deliver_forever()),
+        )
         if self.conversation:
             generation.ensure_sweeper()
             await self._catch_up()
@@ -152,55 +143,68 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if latest and str(latest.pk) != page_last:
             await self.conversation_refresh({})
         elif latest and latest.role == Message.Role.ASSISTANT:
-            await self._resume(latest)
-
-    async def _resume(self, reply: Message) -> None:
-        # The page shows the reply as it was when the page was rendered, and events sent since
-        # are lost to it. Resend the reply as stored now; if it is still streaming, ask the
-        # generator for everything after the prefix just sent.
-        await self._send_rendered(*await _render_reply(self.conversation, str(reply.pk)))
-        offset = self.offsets.get(str(reply.pk))
-        if offset is not None:
-            await generation.request_sync(reply.pk, self.channel_name, offset)
+            # The page shows the reply as it was when the page was rendered, and events sent
+            # since are lost to it: the reply as stored now, and if it is still streaming, the
+            # rest from the generator.
+            await self._send_rendered(*await _render_reply(self.conversation, str(latest.pk)))
 
     async def _send_rendered(self, html: str, reply: Message) -> None:
-        """Send a fragment that shows `reply` whole, and remember how much of it the page has.
+        """Send a fragment that shows `reply` whole, and follow it if it is still streaming.
 
         The text was read from the database when the fragment was rendered, which may be later
-        than the event that asked for it: deltas are counted from what was actually sent.
+        than the event that asked for it: the page follows on from what was actually sent.
         """
-        self.shown.add(str(reply.pk))
-        if reply.is_streaming:
-            self.offsets[str(reply.pk)] = len(reply.content)
-        else:
-            self.offsets.pop(str(reply.pk), None)
+        reply_id = str(reply.pk)
+        self.shown.add(reply_id)
         await self.send(text_data=html)
+        if reply.is_streaming:
+            await self.follower.follow(reply_id, len(reply.content))
+        else:
+            await self.follower.forget(reply_id)
+
+    async def _deliver_forever(self) -> None:
+        """Text of the replies followed in this process, straight from their generator.
+
+        Not through the channel layer, nor through the consumer's dispatch (which takes a trip
+        to a thread per message): a delta costs a queue hop and a websocket frame.
+        """
+        inbox = self.follower.inbox
+        while True:
+            event = await inbox.get()
+            if event["type"] == events.REPLY_DELTA:
+                await self.reply_delta(event)
+            # The end of a reply comes to every page through the conversation's group.
 
     async def _reconcile_forever(self) -> None:
-        """Every few seconds, check this page against the database and the channel layer.
+        """Check this page against the database and the channel layer.
 
         The channel layer may drop messages (a full channel), including the one saying a reply
-        is done, and a generator that died sends none: the database has the last word. Group
-        memberships also expire (after a day, in both layers), so they are renewed hourly.
+        is done, and a generator that died sends none: the database has the last word, asked
+        every few seconds. A follow unanswered is asked again after a second. Group memberships
+        expire (after a day, in both layers), so they are renewed hourly.
         """
-        interval = max(1.0, settings.CHAT_STALE_SECONDS / 3)
-        joined_at = time.monotonic()
+        reconcile_every = watching.reconcile_seconds()
+        joined_at = reconciled_at = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            self.syncing.clear()  # an unanswered sync may be asked again
-            if self.offsets:
-                for reply_id in await _finished_replies(list(self.offsets)):
-                    await self.reply_done({"reply_id": reply_id})
-            if time.monotonic() - joined_at > GROUP_RENEWAL_SECONDS:
+            await asyncio.sleep(min(watching.ASK_AGAIN_SECONDS, reconcile_every))
+            await self.follower.ask_again_if_unanswered()
+            now = time.monotonic()
+            if self.follower.offsets and now - reconciled_at >= reconcile_every:
+                reconciled_at = now
+                followed = list(self.follower.offsets)
+                for reply_id in await watching.finished_replies(followed):
+                    await self.reply_done(events.reply_done(reply_id))
+            if now - joined_at > GROUP_RENEWAL_SECONDS:
                 for group in self.groups_joined:
                     await self.channel_layer.group_add(group, self.channel_name)
-                joined_at = time.monotonic()
+                joined_at = now
 
     async def disconnect(self, code: int) -> None:
-        if self.reconciler:
-            self.reconciler.cancel()
+        for task in self.tasks:
+            task.cancel()
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
+        await self.follower.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Nothing is sent over this socket: messages go through POST, which carries CSRF.
@@ -217,40 +221,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def conversation_refresh(self, event: dict) -> None:
         html, messages = await _render_conversation(self.conversation)
-        streaming = next((m for m in messages if m.is_streaming), None)
-        self.offsets = {str(streaming.pk): len(streaming.content)} if streaming else {}
         self.shown.update(str(m.pk) for m in messages)
         await self.send(text_data=html)
+        streaming = next((m for m in messages if m.is_streaming), None)
+        for reply_id in list(self.follower.offsets):
+            if streaming is None or reply_id != str(streaming.pk):
+                await self.follower.forget(reply_id)
+        if streaming:
+            await self.follower.follow(str(streaming.pk), len(streaming.content))
 
     async def conversation_title(self, event: dict) -> None:
         await self.send(text_data=await _render_title(self.conversation))
 
     async def reply_delta(self, event: dict) -> None:
-        reply_id, start, text = event["reply_id"], event["start"], event["text"]
-        offset = self.offsets.get(reply_id)
-        if offset is None:
-            if reply_id not in self.shown:
-                # Text of a reply this page has not heard of: its turn was lost on the way.
-                await self.conversation_refresh({})
-            return
-        if start > offset:
-            if reply_id not in self.syncing:
-                self.syncing.add(reply_id)
-                await generation.request_sync(uuid.UUID(reply_id), self.channel_name, offset)
-            return
-        self.syncing.discard(reply_id)
-        fresh = text[offset - start :]
-        if not fresh:
-            return
-        self.offsets[reply_id] = offset + len(fresh)
-        await self.send(
-            text_data=render_to_string(
-                "conversations/stream/delta.html", {"reply_id": reply_id, "text": fresh}
-            )
-        )
+        fresh = await self.follower.fresh_text(event)
+        if fresh:
+            context = {"reply_id": event["reply_id"], "text": fresh}
+            await self.send(text_data=render_to_string("conversations/stream/delta.html", context))
 
     async def reply_done(self, event: dict) -> None:
-        await self._send_rendered(*await _render_reply(self.conversation, event["reply_id"]))
+        reply_id = event["reply_id"]
+        if reply_id not in self.shown:
+            # The end of a reply this page has not heard of: its turn was lost on the way.
+            await self.conversation_refresh({})
+            return
+        if reply_id not in self.follower.offsets:
+            return  # sent whole already
+        await self._send_rendered(*await _render_reply(self.conversation, reply_id))
 
 
 class UnknownRouteConsumer(AsyncWebsocketConsumer):

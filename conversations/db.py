@@ -1,9 +1,14 @@
-"""Database work from code that runs outside any request: generations and websocket consumers."""
+"""When code that waits on the network holds a database connection: as briefly as it can.
+
+Generations and websocket consumers query as units of work of their own (`unit_of_work`);
+requests give their connection back before they wait (`release_connection`).
+"""
 
 import functools
 
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 
 def unit_of_work(function):
@@ -31,3 +36,22 @@ def unit_of_work(function):
             close_old_connections()
 
     return database_sync_to_async(call, thread_sensitive=False)
+
+
+def _release() -> None:
+    if connection.vendor != "sqlite" and not connection.in_atomic_block:
+        connection.close()
+
+
+async def release_connection() -> None:
+    """Give the calling request's database connection back before it waits on anything else.
+
+    A request keeps the connection of its first query (its session, its user) until its
+    response ends: for a streaming response, the whole reply. Called where a request is done
+    with the database and is about to wait on the model, the channel layer or its client, so
+    that a process serves any number of replies with a handful of pooled connections. A later
+    query of the same request simply takes one again. SQLite's connection to its file is no
+    scarce resource and is kept; inside a transaction (a test's) nothing is closed.
+    """
+    # Thread-sensitive: the request's own thread, where its connection lives.
+    await sync_to_async(_release)()

@@ -4,16 +4,20 @@
 running event loop that streams the reply from the provider. Closing the tab does not stop it.
 
 While it runs, the task
-- publishes text to the conversation's channel-layer group in batches (`reply.delta` events,
-  each with the offset of its first character, so a watcher can drop repeats and detect gaps),
+- hands its text in batches to the watchers that follow it (conversations/events.py): directly
+  to those in this process, through the channel layer to those in others,
 - flushes the text so far to the database at a bounded cadence (never a write per token), which
   also serves as a heartbeat: a reply whose heartbeat stops is marked interrupted,
-- listens on its own channel for `generation.stop` (from any process) and `generation.sync`
-  (a watcher asking for the text from an offset),
-and finally stores the reply once, with model and usage, and publishes `reply.done`.
+- listens on its own channel for a stop (from any process) and for watchers of other processes
+  that follow or unfollow it,
+and finally stores the reply once, with model and usage, and announces that it is done.
+
+A process takes at most CHAT_MAX_REPLIES replies at once; `begin()` refuses one more with
+ProcessBusy before anything is stored.
 """
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -27,8 +31,8 @@ from django.core.cache import cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import context, fragments, provider, providers, quota
-from .db import unit_of_work
+from . import context, events, fragments, provider, providers, quota
+from .db import release_connection, unit_of_work
 from .models import Conversation, Message, stale_streaming_cutoff
 
 logger = logging.getLogger(__name__)
@@ -38,6 +42,16 @@ TITLE_LENGTH = 60
 
 class ReplyInProgress(Exception):
     """The conversation already has a reply streaming: one at a time."""
+
+
+class ProcessBusy(Exception):
+    """This process streams as many replies as it may (CHAT_MAX_REPLIES): try again shortly."""
+
+    retry_after = 5
+    message = (
+        "The server is busy with other replies right now. Your message was not sent; "
+        "try again in a few seconds."
+    )
 
 
 @dataclass
@@ -59,6 +73,11 @@ class Generation:
     first_token_at: float | None = None
     reader: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Watchers handed each batch: inboxes in this process, channels of other processes.
+    inboxes: set[asyncio.Queue] = field(default_factory=set)
+    channels: set[str] = field(default_factory=set)
+    # Stored in its final state and announced: no new watcher is taken on.
+    finished: bool = False
 
     @property
     def text(self) -> str:
@@ -82,18 +101,29 @@ class Generation:
 # Generations running in this process, by reply id. Holding the tasks here also keeps them
 # from being garbage-collected while they run.
 _running: dict[uuid.UUID, tuple[Generation, asyncio.Task]] = {}
+# Replies admitted by begin() or regenerate() and not yet running: counted against the cap.
+_admitting = 0
 
 
-def group_for_conversation(conversation_id: uuid.UUID) -> str:
-    return f"conversation-{conversation_id.hex}"
+def replies_in_progress() -> int:
+    """Replies this process has taken on: running, or being stored to run."""
+    return len(_running) + _admitting
 
 
-def group_for_user(user_id: int) -> str:
-    return f"user-{user_id}"
+@contextlib.contextmanager
+def _admission():
+    """Hold a place among this process's CHAT_MAX_REPLIES while a reply is stored and started.
 
-
-def group_for_generation(message_id: uuid.UUID) -> str:
-    return f"generation-{message_id.hex}"
+    Counted before the first await, so concurrent requests cannot all pass the check.
+    """
+    global _admitting
+    if replies_in_progress() >= settings.CHAT_MAX_REPLIES:
+        raise ProcessBusy
+    _admitting += 1
+    try:
+        yield
+    finally:
+        _admitting -= 1
 
 
 def title_from(text: str) -> str:
@@ -233,8 +263,7 @@ async def _sweep_forever() -> None:
             marked = await unit_of_work(mark_stale_replies_interrupted)()
             for conversation_id, reply_id in marked:
                 await get_channel_layer().group_send(
-                    group_for_conversation(conversation_id),
-                    {"type": "reply.done", "reply_id": str(reply_id)},
+                    events.conversation_group(conversation_id), events.reply_done(reply_id)
                 )
         except Exception:
             logger.exception("Sweeping stale replies failed")
@@ -356,37 +385,39 @@ async def begin(
     """Store the user's message and an empty reply, then start generating it.
 
     With `replacing`, the message is an edit of the conversation's last user message, which is
-    kept with its replies as earlier versions. Raises ReplyInProgress when a reply is streaming,
-    NothingToRegenerate when `replacing` is not the last user message.
+    kept with its replies as earlier versions. Raises ProcessBusy when this process streams as
+    many replies as it may, QuotaExceeded when the user's tokens for today are spent (both
+    before anything is stored), ReplyInProgress when a reply is streaming, NothingToRegenerate
+    when `replacing` is not the last user message.
     """
-    await quota.check_quota(conversation.owner_id)  # raises QuotaExceeded, before anything
-    event = "conversation.refresh" if replacing else "conversation.turn"
-    return await _detached(
-        _store_and_start(conversation, _store_turn(conversation, text, replacing=replacing), event)
-    )
+    with _admission():
+        await quota.check_quota(conversation.owner_id)
+        event = events.CONVERSATION_REFRESH if replacing else events.CONVERSATION_TURN
+        store = _store_turn(conversation, text, replacing=replacing)
+        return await _detached(_store_and_start(conversation, store, event))
 
 
 async def regenerate(conversation: Conversation) -> Message:
     """Generate the last reply again; the previous one is kept as an earlier version."""
-    await quota.check_quota(conversation.owner_id)  # raises QuotaExceeded, before anything
-    return await _detached(
-        _store_and_start(conversation, _store_regeneration(conversation), "conversation.refresh")
-    )
+    with _admission():
+        await quota.check_quota(conversation.owner_id)
+        store = _store_regeneration(conversation)
+        return await _detached(_store_and_start(conversation, store, events.CONVERSATION_REFRESH))
 
 
 async def _store_and_start(conversation: Conversation, store, event: str) -> Message:
     reply, history = await store
     start(conversation.pk, reply, history)
-    await _announce(conversation, event, reply)
-    return reply
-
-
-async def _announce(conversation: Conversation, event: str, reply: Message) -> None:
-    layer = get_channel_layer()
-    await layer.group_send(
-        group_for_conversation(conversation.pk), {"type": event, "reply_id": str(reply.pk)}
+    # Nothing below needs the database: the request's connection goes back to the pool now,
+    # not when the response ends (conversations/db.py).
+    await release_connection()
+    await get_channel_layer().group_send(
+        events.conversation_group(conversation.pk), {"type": event, "reply_id": str(reply.pk)}
     )
-    await announce_sidebar_change(conversation.owner_id)
+    # Rendered and sent after the request has its answer: the list is not on the way to the
+    # reply's first token.
+    _background(announce_sidebar_change(conversation.owner_id, in_request=False))
+    return reply
 
 
 async def announce_sidebar_change(owner_id: int, *, in_request: bool = True) -> None:
@@ -398,7 +429,7 @@ async def announce_sidebar_change(owner_id: int, *, in_request: bool = True) -> 
     render = database_sync_to_async if in_request else unit_of_work
     html = await render(fragments.conversation_list)(owner_id)
     await get_channel_layer().group_send(
-        group_for_user(owner_id), {"type": "sidebar.changed", "html": html}
+        events.user_group(owner_id), {"type": events.SIDEBAR_CHANGED, "html": html}
     )
 
 
@@ -448,15 +479,47 @@ async def request_stop(message_id: uuid.UUID) -> None:
     """
     await database_sync_to_async(cache.set)(_stop_key(message_id), True, timeout=3600)
     await get_channel_layer().group_send(
-        group_for_generation(message_id), {"type": "generation.stop"}
+        events.generation_group(message_id), {"type": events.GENERATION_STOP}
     )
 
 
-async def request_sync(message_id: uuid.UUID, reply_channel: str, offset: int) -> None:
-    """Ask the generation to send `reply_channel` its text from `offset` on."""
+def follow_here(message_id: uuid.UUID, inbox: asyncio.Queue, offset: int) -> bool:
+    """Follow a reply that this process generates: `inbox` gets its text from `offset` at
+    once, then each batch, then REPLY_DONE once the reply is stored in its final state.
+
+    False when this process does not generate it (any more): the database then has its state,
+    or another process has the generator (`request_follow`).
+    """
+    entry = _running.get(message_id)
+    if entry is None or entry[0].finished:
+        return False
+    generation = entry[0]
+    generation.inboxes.add(inbox)
+    text = generation.text
+    if len(text) > offset:
+        inbox.put_nowait(events.delta(message_id, offset, text[offset:]))
+    return True
+
+
+def unfollow_here(message_id: uuid.UUID, inbox: asyncio.Queue) -> None:
+    entry = _running.get(message_id)
+    if entry:
+        entry[0].inboxes.discard(inbox)
+
+
+async def request_follow(message_id: uuid.UUID, reply_channel: str, offset: int) -> None:
+    """Ask the generation, in whichever process, to send `reply_channel` its text from
+    `offset` on, then each batch. Asked again, it answers again from the offset given."""
     await get_channel_layer().group_send(
-        group_for_generation(message_id),
-        {"type": "generation.sync", "reply_channel": reply_channel, "offset": offset},
+        events.generation_group(message_id),
+        {"type": events.GENERATION_FOLLOW, "reply_channel": reply_channel, "offset": offset},
+    )
+
+
+async def request_unfollow(message_id: uuid.UUID, reply_channel: str) -> None:
+    await get_channel_layer().group_send(
+        events.generation_group(message_id),
+        {"type": events.GENERATION_UNFOLLOW, "reply_channel": reply_channel},
     )
 
 
@@ -465,15 +528,17 @@ async def _publish(generation: Generation) -> None:
         return
     text = generation.text
     start = generation.published
-    await get_channel_layer().group_send(
-        group_for_conversation(generation.conversation_id),
-        {
-            "type": "reply.delta",
-            "reply_id": str(generation.message_id),
-            "start": start,
-            "text": text[start:],
-        },
-    )
+    event = events.delta(generation.message_id, start, text[start:])
+    for inbox in generation.inboxes:
+        inbox.put_nowait(event)
+    if generation.channels:
+        layer = get_channel_layer()
+        for channel in list(generation.channels):
+            try:
+                await layer.send(channel, event)
+            except Exception:
+                # A full or vanished channel: its watcher sees the gap and asks again.
+                logger.warning("Could not send reply %s to a watcher", generation.message_id)
     # Only once sent: the publish loop is cancelled at the end of a reply, possibly mid-send,
     # and the final publish must then send that text again (watchers drop what they have).
     generation.published = len(text)
@@ -486,7 +551,7 @@ async def _publish_loop(generation: Generation) -> None:
         try:
             await _publish(generation)
         except Exception:
-            # Watchers fill holes themselves (sync, reconcile): carry on with the next batch.
+            # Watchers fill holes themselves (follow again, reconcile): carry on.
             logger.exception("Publishing reply %s failed", generation.message_id)
         await asyncio.sleep(settings.CHAT_DELTA_BATCH_SECONDS)
 
@@ -532,25 +597,24 @@ async def _control_loop(generation: Generation, channel: str) -> None:
             logger.exception("Listening for reply %s failed", generation.message_id)
             await asyncio.sleep(1)
             continue
-        if event.get("type") == "generation.finished":
+        kind = event.get("type")
+        if kind == events.LISTENER_CLOSED:
             return
-        if event.get("type") == "generation.stop":
+        if kind == events.GENERATION_STOP:
             generation.request_stop()
-        elif event.get("type") == "generation.sync":
+        elif kind == events.GENERATION_UNFOLLOW:
+            generation.channels.discard(event["reply_channel"])
+        elif kind == events.GENERATION_FOLLOW:
             offset = max(0, int(event.get("offset", 0)))
+            generation.channels.add(event["reply_channel"])
             try:
                 await layer.send(
                     event["reply_channel"],
-                    {
-                        "type": "reply.delta",
-                        "reply_id": str(generation.message_id),
-                        "start": offset,
-                        "text": generation.text[offset:],
-                    },
+                    events.delta(generation.message_id, offset, generation.text[offset:]),
                 )
             except Exception:
                 # A full or vanished watcher channel: that page will reconcile on its own.
-                logger.warning("Could not answer a sync for reply %s", generation.message_id)
+                logger.warning("Could not answer a follow of reply %s", generation.message_id)
 
 
 async def _read(generation: Generation, messages: list[dict[str, str]]) -> provider.ReplyEnd:
@@ -571,7 +635,7 @@ async def _read(generation: Generation, messages: list[dict[str, str]]) -> provi
 
 async def _run(generation: Generation) -> None:
     layer = get_channel_layer()
-    control_group = group_for_generation(generation.message_id)
+    control_group = events.generation_group(generation.message_id)
     channel = await layer.new_channel()
     await layer.group_add(control_group, channel)
     control = asyncio.create_task(_control_loop(generation, channel))
@@ -627,9 +691,16 @@ _background_tasks: set[asyncio.Task] = set()
 
 
 def _background(coroutine) -> None:
+    """Run `coroutine` after the work at hand, without delaying it; a failure is logged."""
     task = asyncio.get_running_loop().create_task(coroutine)
     _background_tasks.add(task)
-    task.add_done_callback(_background_tasks.discard)
+    task.add_done_callback(_background_done)
+
+
+def _background_done(task: asyncio.Task) -> None:
+    _background_tasks.discard(task)
+    if not task.cancelled() and task.exception():
+        logger.error("A background task failed", exc_info=task.exception())
 
 
 TITLE_INSTRUCTIONS = (
@@ -683,7 +754,7 @@ async def _auto_title(conversation_id: uuid.UUID, model: str, provider_slug: str
     conversation = await _store_title(conversation_id, title)
     if conversation:
         await get_channel_layer().group_send(
-            group_for_conversation(conversation_id), {"type": "conversation.title"}
+            events.conversation_group(conversation_id), {"type": events.CONVERSATION_TITLE}
         )
         await announce_sidebar_change(conversation.owner_id, in_request=False)
 
@@ -691,7 +762,7 @@ async def _auto_title(conversation_id: uuid.UUID, model: str, provider_slug: str
 async def _end_control_loop(control: asyncio.Task, channel: str) -> None:
     # Ended by a message, not by cancellation: with channels-redis, a cancelled receive() can
     # hang for a long time inside the Redis client, and hold up the reply's final save with it.
-    await get_channel_layer().send(channel, {"type": "generation.finished"})
+    await get_channel_layer().send(channel, {"type": events.LISTENER_CLOSED})
     done, _ = await asyncio.wait([control], timeout=5)
     if not done:
         control.cancel()
@@ -720,9 +791,15 @@ async def _store_final(
     await _finish(generation.message_id, generation.text, status, metadata)
     try:
         await _publish(generation)
+    except Exception:
+        logger.exception("Sending the end of reply %s failed", generation.message_id)
+    generation.finished = True
+    for inbox in generation.inboxes:
+        inbox.put_nowait(events.reply_done(generation.message_id))
+    try:
         await get_channel_layer().group_send(
-            group_for_conversation(generation.conversation_id),
-            {"type": "reply.done", "reply_id": str(generation.message_id)},
+            events.conversation_group(generation.conversation_id),
+            events.reply_done(generation.message_id),
         )
     except Exception:
         logger.exception("Announcing the end of reply %s failed", generation.message_id)

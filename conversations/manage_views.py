@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import fragments, generation, search, sidebar
+from . import events, fragments, generation, search, sidebar
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 
 MANAGE_TEMPLATE = "conversations/manage.html"
@@ -65,12 +65,10 @@ def _announce(conversation: Conversation, *, title_changed: bool = False) -> Non
     group_send = async_to_sync(get_channel_layer().group_send)
     html = fragments.conversation_list(conversation.owner_id)
     group_send(
-        generation.group_for_user(conversation.owner_id), {"type": "sidebar.changed", "html": html}
+        events.user_group(conversation.owner_id), {"type": events.SIDEBAR_CHANGED, "html": html}
     )
     if title_changed:
-        group_send(
-            generation.group_for_conversation(conversation.pk), {"type": "conversation.title"}
-        )
+        group_send(events.conversation_group(conversation.pk), {"type": events.CONVERSATION_TITLE})
 
 
 def _sidebar_response(request: HttpRequest) -> HttpResponse:

@@ -111,7 +111,7 @@ async def _send(
     except generation.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
-    except QuotaExceeded as refusal:
+    except (QuotaExceeded, generation.ProcessBusy) as refusal:
         form.add_error(None, refusal.message)
         if is_new:
             await conversation.adelete()  # it never got its first message
@@ -157,7 +157,7 @@ async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> 
         return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
     except generation.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
-    except QuotaExceeded as refusal:
+    except (QuotaExceeded, generation.ProcessBusy) as refusal:
         return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
@@ -200,7 +200,7 @@ async def edit_message(
             form.add_error(None, BUSY_MESSAGE)
         except generation.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
-        except QuotaExceeded as refusal:
+        except (QuotaExceeded, generation.ProcessBusy) as refusal:
             form.add_error(None, refusal.message)
         else:
             if request.htmx:

@@ -4,7 +4,6 @@ The endpoints are read in-process; replies are streamed over real HTTP from a li
 to a client that reads the server-sent events as they come, with the fake model upstream.
 """
 
-import asyncio
 import base64
 import json
 import time
@@ -16,14 +15,13 @@ from datetime import timedelta
 import httpx2
 import pytest
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
-from channels.layers import get_channel_layer
 from django.db import connections
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from conversations import api, api_docs, generation
+from conversations import api_docs
 from conversations.api_schema import schema
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
@@ -757,57 +755,3 @@ def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypat
     section = page.by_id("listConversations")
     assert section.all(class_name="api-summary")[0].text() == payload
     assert payload in page.all("h1")[0].text()
-
-
-@pytest.mark.asyncio
-@pytest.mark.django_db(transaction=True)
-async def test_a_stream_trims_repeats_fills_gaps_and_ends_with_the_stored_reply(conversation):
-    """The websocket pages' protocol, over the API: deltas carry their offset; text already
-    sent is dropped, a gap asks the generator for the rest, and the database has the last
-    word on what the reply finally is."""
-    reply = await Message.objects.acreate(
-        conversation=conversation, role="assistant", status=Message.Status.STREAMING
-    )
-    layer = get_channel_layer()
-    generator = await layer.new_channel()  # stands in for the generation's control channel
-    await layer.group_add(generation.group_for_generation(reply.pk), generator)
-    watch = api.ReplyWatch(conversation.pk)
-    await watch.open()
-    group = generation.group_for_conversation(conversation.pk)
-
-    async def delta(start: int, text: str) -> None:
-        event = {"type": "reply.delta", "reply_id": str(reply.pk), "start": start, "text": text}
-        await layer.group_send(group, event)
-
-    events = api.reply_events(watch, reply.pk)
-    try:
-        await delta(0, "Hel")
-        first = await anext(events)
-        await delta(0, "Hello")  # a repeat, with more
-        second = await anext(events)
-        await delta(9, "Z")  # "Hello" then a hole: the generator is asked for the rest
-        reading = asyncio.ensure_future(anext(events))
-        sync = await asyncio.wait_for(layer.receive(generator), 5)
-        await layer.send(
-            sync["reply_channel"],
-            {"type": "reply.delta", "reply_id": str(reply.pk), "start": 5, "text": " XYZ"},
-        )
-        third = await asyncio.wait_for(reading, 5)
-        await Message.objects.filter(pk=reply.pk).aupdate(
-            content="Hello XYZ!", status=Message.Status.COMPLETE
-        )
-        await layer.group_send(group, {"type": "reply.done", "reply_id": str(reply.pk)})
-        rest = [event async for event in events]
-    finally:
-        await events.aclose()
-        await watch.close()
-
-    assert sync["offset"] == 5
-    assert [first, second, third] == [
-        ("delta", {"text": "Hel"}),
-        ("delta", {"text": "lo"}),
-        ("delta", {"text": " XYZ"}),
-    ]
-    assert rest[0] == ("delta", {"text": "!"})  # the stored reply's end, missed on the way
-    assert rest[1][0] == "done" and rest[1][1]["content"] == "Hello XYZ!"
-    assert len(rest) == 2

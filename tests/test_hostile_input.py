@@ -248,7 +248,8 @@ async def test_hostile_text_streamed_to_an_open_page_arrives_as_text(
     # Each payload split in two, so that fragments break them anywhere.
     pieces = [half for p in PAYLOADS.values() for half in (p[: len(p) // 2], p[len(p) // 2 :])]
     model_title = PAYLOADS["img-onerror"]
-    fake_openai.script(Reply(chunks=pieces), Reply(text=model_title))
+    # Paced, so that the page follows the reply while it streams.
+    fake_openai.script(Reply(chunks=pieces, delay=0.01), Reply(text=model_title))
     conversation = await sync_to_async(make_conversation)()
     socket = await open_socket(conversation)
 

@@ -1,0 +1,53 @@
+"""The realtime protocol, defined once: channel-layer groups, event types and their messages.
+
+Who hears what:
+- `user_group(user_id)`: every open page of a user (the conversation list changed);
+- `conversation_group(conversation_id)`: every page open on a conversation (a new turn, a
+  rewritten end, a finished reply, a new title);
+- `generation_group(reply_id)`: the one task generating a reply, in whichever process (stop,
+  follow, unfollow).
+
+Reply text is not sent to a group. A watcher follows a streaming reply: in the generating
+process it is handed each batch directly; in another process the generator sends the batches
+to the watcher's own channel (FOLLOW, with the offset the watcher has). Every delta carries the
+offset of its first character, so a watcher trims repeats and asks again from its offset when
+it sees a gap (conversations/watching.py).
+"""
+
+import uuid
+
+# To pages: the user's conversation list, rendered once for all of them.
+SIDEBAR_CHANGED = "sidebar.changed"
+# To pages on a conversation.
+CONVERSATION_TURN = "conversation.turn"  # a question and its (streaming) reply were added
+CONVERSATION_REFRESH = "conversation.refresh"  # the end was rewritten (edit, regenerate)
+CONVERSATION_TITLE = "conversation.title"
+REPLY_DONE = "reply.done"  # the reply is stored in its final state
+# To a watcher: text of a streaming reply from `start` on.
+REPLY_DELTA = "reply.delta"
+# To a generator.
+GENERATION_STOP = "generation.stop"
+GENERATION_FOLLOW = "generation.follow"  # send `reply_channel` the text from `offset`, then more
+GENERATION_UNFOLLOW = "generation.unfollow"
+# To a listener of our own, to end its receive loop (cancelling a receive hurts channels-redis).
+LISTENER_CLOSED = "listener.closed"
+
+
+def user_group(user_id: int) -> str:
+    return f"user-{user_id}"
+
+
+def conversation_group(conversation_id: uuid.UUID) -> str:
+    return f"conversation-{conversation_id.hex}"
+
+
+def generation_group(reply_id: uuid.UUID) -> str:
+    return f"generation-{reply_id.hex}"
+
+
+def delta(reply_id: uuid.UUID | str, start: int, text: str) -> dict:
+    return {"type": REPLY_DELTA, "reply_id": str(reply_id), "start": start, "text": text}
+
+
+def reply_done(reply_id: uuid.UUID | str) -> dict:
+    return {"type": REPLY_DONE, "reply_id": str(reply_id)}
