@@ -15,3 +15,8 @@ urlpatterns = [
     path("api/", include("conversations.api_urls")),
     path("", include("conversations.urls")),
 ]
+
+handler400 = "conversations.errors.bad_request"
+handler403 = "conversations.errors.permission_denied"
+handler404 = "conversations.errors.page_not_found"
+handler500 = "conversations.errors.server_error"

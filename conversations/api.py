@@ -32,6 +32,7 @@ from accounts.models import ApiToken, User
 
 from . import events, generation, providers, quota, settings_forms, watching
 from .db import release_connection
+from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 from .quota import QuotaExceeded
 from .views import BUSY_MESSAGE
@@ -56,21 +57,13 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JsonResponse:
-    return JsonResponse(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
-
-
 def _not_found() -> ApiError:
     # The same answer for another user's conversation and for one that never existed.
     return ApiError(404, "not_found", NOT_FOUND_MESSAGE)
 
 
 def _unauthorized(message: str) -> JsonResponse:
-    return error_response(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return api_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -85,7 +78,7 @@ def _csrf_refusal(request: HttpRequest) -> JsonResponse | None:
     reason = _CsrfCheck(lambda request: HttpResponse()).process_view(request, None, (), {})
     if reason is None:
         return None
-    return error_response(403, "csrf_failed", f"CSRF verification failed: {reason}")
+    return api_error(403, "csrf_failed", f"CSRF verification failed: {reason}")
 
 
 def _authenticate(request: HttpRequest) -> User | JsonResponse:
@@ -117,11 +110,14 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
         async def endpoint(request: HttpRequest, **kwargs) -> HttpResponse:
             # Credentials (and a session's CSRF token) first, as Django checks the token before
             # any view runs: a forged request learns nothing, not even which methods exist.
-            user = await sync_to_async(_authenticate)(request)
+            try:
+                user = await sync_to_async(_authenticate)(request)
+            except Exception as error:
+                return api_failure(request, error)
             if isinstance(user, HttpResponse):
                 return user
             if request.method not in methods:
-                response = error_response(
+                response = api_error(
                     405, "method_not_allowed", f"{request.method} is not allowed here."
                 )
                 response["Allow"] = ", ".join(methods)
@@ -129,7 +125,9 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
             try:
                 return await view(request, user, **kwargs)
             except ApiError as error:
-                return error_response(error.status, error.code, error.message, error.headers)
+                return api_error(error.status, error.code, error.message, error.headers)
+            except Exception as error:
+                return api_failure(request, error)
 
         endpoint.api_methods = methods
         return endpoint
@@ -144,7 +142,7 @@ def unknown(request: HttpRequest, path: str = "") -> JsonResponse:
         refusal = _csrf_refusal(request)
         if refusal:
             return refusal
-    return error_response(404, "not_found", "There is no such API endpoint.")
+    return api_error(404, "not_found", "There is no such API endpoint.")
 
 
 # --------------------------------------------------------------------------- #
@@ -326,7 +324,11 @@ async def conversations(request: HttpRequest, user: User) -> HttpResponse:
     if text is None:
         await generation.announce_sidebar_change(user.pk)
         return JsonResponse(conversation_json(conversation), status=201)
-    return await _send(request, conversation, text)
+    try:
+        return await _send(request, conversation, text)
+    except ApiError:
+        await conversation.adelete()  # refused (busy, a quota spent meanwhile): none is left
+        raise
 
 
 @sync_to_async
@@ -476,6 +478,10 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
                     yield _sse(event, {})
         except watching.ReplyGone:
             yield _sse("error", {"code": "not_found", "message": "The conversation was deleted."})
+        except Exception:
+            # The reply goes on and is stored; this response cannot follow it any further.
+            logger.exception("Streaming reply %s to an API client failed", reply.pk)
+            yield _sse("error", {"code": "server_error", "message": SERVER_ERROR_MESSAGE})
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

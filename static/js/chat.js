@@ -79,6 +79,15 @@
     focusedBeforeMessage = null;
   });
 
+  // A server too busy to take a request answers 503 with the reason for the composer's error
+  // area (out of band) and `HX-Reswap: none`: shown, and the text typed stays where it is.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr.status === 503) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+
   // After a send, the emptied composer keeps the focus.
   document.addEventListener("htmx:afterRequest", function (event) {
     if (event.detail.elt.id === "composer" && event.detail.successful && composerInput()) {

@@ -1,0 +1,94 @@
+"""What a request that failed is answered: JSON under /api/, whatever the status, and a clear
+refusal, at once, when the server is out of database connections.
+
+Django calls these for errors that escape a view or a middleware (`handler400` … `handler500`
+in chatsite/urls.py). A reply that cannot be taken because this process streams as many as it
+may is refused earlier, by the views themselves (generation.ProcessBusy).
+"""
+
+import logging
+import sys
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.views import defaults
+from psycopg_pool import PoolTimeout
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+OVERLOADED_MESSAGE = (
+    "The server is too busy to answer right now. Nothing was changed; try again in a few seconds."
+)
+SERVER_ERROR_MESSAGE = "Something went wrong on the server. Nothing was lost; try again later."
+
+
+def is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def api_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+def is_overload(error: BaseException | None) -> bool:
+    """Whether `error` is the database pool having no connection to give in time."""
+    while error is not None:
+        if isinstance(error, PoolTimeout):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def overloaded(request: HttpRequest) -> HttpResponse:
+    """503 with Retry-After: JSON for the API; for htmx, the composer's error area (the text
+    typed stays where it is); else a page."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if is_api(request):
+        return api_error(503, "busy", OVERLOADED_MESSAGE, headers)
+    # Rendered without the request: its context processors may need the database.
+    if request.headers.get("HX-Request"):
+        context = {"refusal": OVERLOADED_MESSAGE, "oob": True}
+        html = render_to_string("conversations/chat.html#composer-errors", context)
+        headers["HX-Reswap"] = "none"  # only the out-of-band error area is swapped
+    else:
+        html = render_to_string("503.html", {"message": OVERLOADED_MESSAGE})
+    return HttpResponse(html, status=503, headers=headers)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if is_overload(sys.exc_info()[1]):
+        return overloaded(request)
+    if is_api(request):
+        return api_error(500, "server_error", SERVER_ERROR_MESSAGE)
+    return defaults.server_error(request)
+
+
+def api_failure(request: HttpRequest, error: Exception) -> JsonResponse:
+    """An API view's unexpected error, answered as JSON even with DEBUG on."""
+    if is_overload(error):
+        return overloaded(request)
+    logger.error("API request %s %s failed", request.method, request.path, exc_info=error)
+    return api_error(500, "server_error", SERVER_ERROR_MESSAGE)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api(request):
+        return api_error(400, "bad_request", "The request could not be understood.")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api(request):
+        return api_error(403, "forbidden", "This is not allowed.")
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if is_api(request):
+        return api_error(404, "not_found", "There is no such API endpoint.")
+    return defaults.page_not_found(request, exception)
