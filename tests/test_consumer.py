@@ -237,6 +237,7 @@ async def test_a_failing_provider_shows_its_error_and_keeps_the_partial_reply(
 async def test_a_frame_from_the_page_is_answered_with_an_error_and_the_socket_stays_open(
     open_socket, alice_async_client, conversation, fake_openai
 ):
+    fake_openai.script(Reply(delay=0.01))  # paced: the page follows it as it streams
     socket = await open_socket(conversation)
 
     await socket.communicator.send_to(text_data=json.dumps({"text": "Send this for me"}))
