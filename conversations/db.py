@@ -21,9 +21,9 @@ def unit_of_work(function):
     open, every page's connect, catch-up, new turn and finished reply queued behind the others.
     Each call so decorated is a unit of work of its own that holds no connection afterwards.
 
-    Not for work a request awaits: the request keeps the pooled connection of its session and
-    user lookups until it ends, and a second one taken in another thread can run the pool dry
-    (docs/performance.md, "A request must not wait on database work in another thread").
+    A request awaits it only after `release_connection()`: until then the request holds the
+    connection of its session and user lookups, and waiting there for a second one, taken in
+    another thread, can run the pool dry.
     """
 
     @functools.wraps(function)
