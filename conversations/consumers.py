@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from . import events, generation, watching
+from . import events, generation, rendering, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
 
@@ -236,8 +236,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_delta(self, event: dict) -> None:
         fresh = await self.follower.fresh_text(event)
         if fresh:
-            context = {"reply_id": event["reply_id"], "text": fresh}
-            await self.send(text_data=render_to_string("conversations/stream/delta.html", context))
+            await self.send(text_data=rendering.delta_fragment(event["reply_id"], fresh))
 
     async def reply_done(self, event: dict) -> None:
         reply_id = event["reply_id"]
