@@ -180,7 +180,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
         The channel layer may drop messages (a full channel), including the one saying a reply
         is done, and a generator that died sends none: the database has the last word, asked
-        every few seconds. A follow unanswered is asked again after a second. Group memberships
+        every few seconds about the replies not generated in this process (a generator here
+        cannot end unseen). A follow unanswered is asked again after a second. Group memberships
         expire (after a day, in both layers), so they are renewed hourly.
         """
         reconcile_every = watching.reconcile_seconds()
@@ -191,8 +192,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             now = time.monotonic()
             if self.follower.offsets and now - reconciled_at >= reconcile_every:
                 reconciled_at = now
-                followed = list(self.follower.offsets)
-                for reply_id in await watching.finished_replies(followed):
+                unsure = self.follower.to_reconcile()
+                for reply_id in await watching.finished_replies(unsure) if unsure else []:
                     await self.reply_done(events.reply_done(reply_id))
             if now - joined_at > GROUP_RENEWAL_SECONDS:
                 for group in self.groups_joined:

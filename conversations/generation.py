@@ -501,6 +501,13 @@ def follow_here(message_id: uuid.UUID, inbox: asyncio.Queue, offset: int) -> boo
     return True
 
 
+def is_running_here(message_id: uuid.UUID) -> bool:
+    """Whether this process generates the reply and has not finished it: the reply cannot end
+    without its watchers here being told, so they need not ask the database."""
+    entry = _running.get(message_id)
+    return entry is not None and not entry[0].finished
+
+
 def unfollow_here(message_id: uuid.UUID, inbox: asyncio.Queue) -> None:
     entry = _running.get(message_id)
     if entry:

@@ -108,6 +108,15 @@ class Follower:
         self.offsets[reply_id] = offset + len(fresh)
         return fresh
 
+    def to_reconcile(self) -> list[str]:
+        """The followed replies whose state only the database can tell: those generated in
+        another process, or whose generator here has ended."""
+        return [
+            reply_id
+            for reply_id in self.offsets
+            if not generation.is_running_here(uuid.UUID(reply_id))
+        ]
+
     async def ask_again_if_unanswered(self) -> None:
         now = time.monotonic()
         for reply_id, asked_at in list(self.asked.items()):
@@ -170,8 +179,12 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                 if fresh:
                     last_sent = now
                     yield "delta", fresh
-            elif event is not None or now - last_reconciled >= reconcile_every:
-                # The generator says it is done, or it has been quiet: the database decides.
+            elif event is not None or (
+                now - last_reconciled >= reconcile_every
+                and not generation.is_running_here(reply_id)
+            ):
+                # The generator says it is done, or it is elsewhere and has been quiet: the
+                # database decides.
                 last_reconciled = now
                 finished = await stored_if_finished(reply_id)
             if finished is not None:
