@@ -643,16 +643,19 @@ async def _read(generation: Generation, messages: list[dict[str, str]]) -> provi
 async def _run(generation: Generation) -> None:
     layer = get_channel_layer()
     control_group = events.generation_group(generation.message_id)
-    channel = await layer.new_channel()
-    await layer.group_add(control_group, channel)
-    control = asyncio.create_task(_control_loop(generation, channel))
+    channel, control = "", None
     helpers = [asyncio.create_task(_publish_loop(generation))]
     started = time.monotonic()
     metadata: dict = {"model": generation.model, **_recorded_choice(generation)}
     status = Message.Status.ERROR
     try:
         messages, metadata["left_out"] = _fit_context(generation, generation.history)
+        # The model is asked first; joining the control group costs round trips to the channel
+        # layer, and a stop sent before it is joined is found in the cache below.
         generation.reader = asyncio.create_task(_read(generation, messages))
+        channel = await layer.new_channel()
+        await layer.group_add(control_group, channel)
+        control = asyncio.create_task(_control_loop(generation, channel))
         if await unit_of_work(cache.get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
@@ -673,13 +676,18 @@ async def _run(generation: Generation) -> None:
         metadata["error"] = "Something went wrong on the server while generating this reply."
         metadata["error_kind"] = "internal"
     finally:
-        try:
-            await layer.group_discard(control_group, channel)
-            await _end_control_loop(control, channel)
-        except Exception:
-            # The reply's text is stored below whatever the channel layer does.
-            logger.exception("Ending the control loop of reply %s failed", generation.message_id)
-            control.cancel()
+        if generation.reader and not generation.reader.done():
+            generation.reader.cancel()  # the channel layer failed: the reply ends with an error
+        if control is not None:
+            try:
+                await layer.group_discard(control_group, channel)
+                await _end_control_loop(control, channel)
+            except Exception:
+                # The reply's text is stored below whatever the channel layer does.
+                logger.exception(
+                    "Ending the control loop of reply %s failed", generation.message_id
+                )
+                control.cancel()
     first_token_at = generation.first_token_at
     metadata["timings"] = {
         "total_seconds": round(time.monotonic() - started, 3),
