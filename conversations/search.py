@@ -2,8 +2,12 @@
 
 On PostgreSQL this is full-text search (`websearch_to_tsquery`: words, "quoted phrases", -not,
 or), ranked with ts_rank; ts_headline tells which words matched, and the snippet is cut around
-them; message text is read from the GIN index `message_content_search`. Elsewhere (SQLite)
-every word must appear, case-insensitively, and the snippet is cut around the first match.
+them. Messages are matched and ranked on their stored vector, the column `search_document` of
+migration 0004 with its GIN index `message_search_document`: the planner reads the index for a
+rare word and the owner's own messages for a common one. Elsewhere (SQLite) every word must
+appear, case-insensitively, and the snippet is cut around the first match.
+
+A reply is searchable once it has finished: while it streams, its text changes every second.
 
 Snippets come back as a list of `Part`s, plain text each, some of them marked as matches: the
 template escapes every part and wraps the matches in <mark>, so text can never become markup.
@@ -16,10 +20,17 @@ import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.postgres.search import SearchHeadline, SearchQuery, SearchRank, SearchVector
+from django.contrib.postgres.search import (
+    SearchHeadline,
+    SearchQuery,
+    SearchRank,
+    SearchVector,
+    SearchVectorField,
+)
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import Expression
 
 from .models import Conversation, Message
 
@@ -60,6 +71,7 @@ def search(owner_id: int, query: str, page_number: str | int | None = 1) -> Resu
     messages = (
         Message.objects.filter(conversation__owner_id=owner_id, superseded_by__isnull=True)
         .exclude(content="")
+        .exclude(status=Message.Status.STREAMING)
         .select_related("conversation")
         .defer("metadata", "conversation__metadata")
     )
@@ -87,12 +99,23 @@ def search(owner_id: int, query: str, page_number: str | int | None = 1) -> Resu
     return Results(query, title_hits, page)
 
 
+class StoredSearchDocument(Expression):
+    """A message's `search_document`: to_tsvector(SEARCH_CONFIG, content) once it has finished,
+    kept by PostgreSQL (migration 0004). A column of the table, not a field of the model, so
+    that no query but the search's reads it."""
+
+    output_field = SearchVectorField()
+
+    def as_sql(self, compiler, connection) -> tuple[str, list]:
+        table = compiler.quote_name_unless_alias(compiler.query.get_initial_alias())
+        return f"{table}.{connection.ops.quote_name('search_document')}", []
+
+
 def _full_text(
     conversations: QuerySet, messages: QuerySet, query: str
 ) -> tuple[QuerySet, QuerySet]:
     search_query = SearchQuery(query, search_type="websearch", config=SEARCH_CONFIG)
-    # Written exactly as the index expression of migration 0002, so the planner can use it.
-    content = SearchVector("content", config=SEARCH_CONFIG)
+    content = StoredSearchDocument()
     title = SearchVector("title", config=SEARCH_CONFIG)
     marks = {"start_sel": START_MARK, "stop_sel": STOP_MARK, "config": SEARCH_CONFIG}
     titles = (

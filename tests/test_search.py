@@ -1,13 +1,17 @@
 """Searching one's conversations: titles and the current text of messages, archived ones too,
 with snippets that show the match and links that land on the very message."""
 
+import asyncio
+
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import search
+from conversations import generation, search
 from conversations.models import Conversation, Message
+from tests.fake_openai import FakeOpenAI, Reply
 from tests.xss import PAYLOADS, Element, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}
@@ -206,11 +210,12 @@ class TestFullTextSearch:
         assert len(snippet.text()) < 400
 
     def test_the_message_search_can_read_the_gin_index(self, make_conversation, bob):
-        """The index is built on the very expression the search matches messages with.
+        """The index is built on the stored vector the search matches messages with.
 
         Whether the planner picks it for one query depends on the statistics of the moment (for
         one user with a single conversation, the conversation's own index may win), so the test
-        asks for the matching alone, over everyone's messages, without the sequential scan.
+        asks for the matching alone, over everyone's messages, without the sequential scan, once
+        the new entries have left the index's pending list (as autovacuum would move them).
         """
         words = "water light soil garden river coffee bread music train ticket".split()
         for owner in (None, bob):
@@ -225,14 +230,128 @@ class TestFullTextSearch:
             Conversation.objects.all(), Message.objects.filter(superseded_by__isnull=True), "fern"
         )
         with connection.cursor() as cursor:
+            cursor.execute("SELECT gin_clean_pending_list('message_search_document')")
             cursor.execute("ANALYZE conversations_message")
             cursor.execute("SET LOCAL enable_seqscan = off")
             sql, params = matching.query.sql_with_params()
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
 
-        assert "Bitmap Index Scan on message_content_search" in plan
+        assert "Bitmap Index Scan on message_search_document" in plan
+        assert "to_tsvector" not in plan  # matched and ranked without parsing any text again
         assert [message.content for message in matching] == ["a rare fern", "a rare fern"]
+
+
+def stored_vector_is_current(message: Message) -> bool | None:
+    """On PostgreSQL, whether the message's stored search vector is that of its text now (None
+    while it has none); elsewhere None, as nothing is stored."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT search_document = to_tsvector(%s, content) FROM conversations_message "
+            "WHERE id = %s",
+            [search.SEARCH_CONFIG, message.pk],
+        )
+        return cursor.fetchone()[0]
+
+
+def linked_messages(document: Element) -> list[Message]:
+    links = [a.attrs["href"] for a in document.all("a", class_name="search-hit-link")]
+    return [Message.objects.get(pk=link.rsplit("#message-", 1)[1]) for link in links]
+
+
+async def found_messages(client, query: str) -> list[str]:
+    """The links of the message hits a search shows."""
+    response = await client.get(reverse("search"), {"q": query})
+    assert response.status_code == 200
+    page = parse(response.content.decode())
+    return [a.attrs["href"] for a in page.all("a", class_name="search-hit-link")]
+
+
+async def latest_reply(conversation: Conversation) -> Message:
+    current = Message.objects.filter(conversation=conversation, superseded_by__isnull=True)
+    return await current.filter(role="assistant").order_by("-created_at").afirst()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestSearchKeepsUpWithWriting:
+    """What is searched is what the conversation says now: each message as soon as it is
+    stored, a reply once it has finished, edited and regenerated ones by their new text only,
+    and only the owner's. On PostgreSQL the stored vector is checked against the text too."""
+
+    def test_a_message_is_found_by_its_owner_as_soon_as_it_is_written_or_changed(
+        self, alice_client, bob_client, make_conversation, bob
+    ):
+        conversation = make_conversation(history=[("user", "Which bromeliads flower indoors?")])
+        bobs = make_conversation(owner=bob, history=[("user", "Bob's bromeliads are tall.")])
+        message = conversation.messages.get()
+
+        assert linked_messages(results_page(alice_client, "bromeliads")) == [message]
+        assert linked_messages(results_page(bob_client, "bromeliads")) == [bobs.messages.get()]
+        message.content = "Which orchids flower indoors?"
+        message.save(update_fields=["content"])
+
+        assert hits(results_page(alice_client, "bromeliads")) == []
+        assert len(hits(results_page(alice_client, "orchids"))) == 1
+        assert stored_vector_is_current(message) in (True, None)
+
+    @pytest.mark.asyncio
+    async def test_a_streaming_reply_is_found_once_it_has_finished(
+        self, conversation, alice_async_client, fake_openai: FakeOpenAI
+    ):
+        words = "Bromeliads " + "grow slowly in bright shade " * 8
+        fake_openai.script(Reply(text=words, delay=0.03))
+
+        await alice_async_client.post(
+            f"/c/{conversation.pk}/messages/", {"text": "Tell me about epiphytes"}
+        )
+        reply = await latest_reply(conversation)
+        for _ in range(200):
+            await reply.arefresh_from_db()
+            if reply.content.startswith("Bromeliads") and reply.is_streaming:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the reply's text was not stored while it streamed")
+        while_streaming = await found_messages(alice_async_client, "bromeliads")
+        vector_while_streaming = await sync_to_async(stored_vector_is_current)(reply)
+        await generation.wait_for(reply.pk)
+        await reply.arefresh_from_db()
+
+        assert while_streaming == []
+        assert vector_while_streaming is None
+        assert reply.status == Message.Status.COMPLETE
+        assert await found_messages(alice_async_client, "bromeliads") == [
+            f"/c/{conversation.pk}/?message={reply.pk}#message-{reply.pk}"
+        ]
+        assert len(await found_messages(alice_async_client, "epiphytes")) == 1
+        assert await sync_to_async(stored_vector_is_current)(reply) in (True, None)
+
+    @pytest.mark.asyncio
+    async def test_regenerated_and_edited_messages_are_found_by_their_new_text_only(
+        self, conversation, alice_async_client, fake_openai: FakeOpenAI
+    ):
+        fake_openai.script(Reply(text="Try Porto instead."), Reply(text="Norway, for fjords."))
+        question = await conversation.messages.aget(role="user")
+
+        await alice_async_client.post(f"/c/{conversation.pk}/regenerate/")
+        await generation.wait_for((await latest_reply(conversation)).pk)
+        after_regenerating = [
+            len(await found_messages(alice_async_client, word)) for word in ("lisbon", "porto")
+        ]
+        await alice_async_client.post(
+            f"/c/{conversation.pk}/messages/{question.pk}/edit/",
+            {"text": "Where should I go hiking in June?"},
+        )
+        reply = await latest_reply(conversation)
+        await generation.wait_for(reply.pk)
+
+        assert after_regenerating == [0, 1]
+        assert await found_messages(alice_async_client, "porto") == []
+        assert len(await found_messages(alice_async_client, "hiking")) == 1
+        assert len(await found_messages(alice_async_client, "fjords")) == 1
+        assert await found_messages(alice_async_client, "may") == []
 
 
 @pytest.mark.django_db
