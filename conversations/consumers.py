@@ -245,8 +245,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # The end of a reply this page has not heard of: its turn was lost on the way.
             await self.conversation_refresh({})
             return
-        if reply_id not in self.follower.offsets:
-            return  # sent whole already
         await self._send_rendered(*await _render_reply(self.conversation, reply_id))
 
 
