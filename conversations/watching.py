@@ -166,10 +166,10 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
             now = time.monotonic()
             event = None
             if now - last_reconciled < reconcile_every:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for makes a task of every get().
                 try:
-                    event = await asyncio.wait_for(
-                        follower.inbox.get(), timeout=min(keepalive, reconcile_every)
-                    )
+                    async with asyncio.timeout(min(keepalive, reconcile_every)):
+                        event = await follower.inbox.get()
                 except TimeoutError:
                     pass
                 now = time.monotonic()
