@@ -179,14 +179,12 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                 if fresh:
                     last_sent = now
                     yield "delta", fresh
-            elif event is not None or (
-                now - last_reconciled >= reconcile_every
-                and not generation.is_running_here(reply_id)
-            ):
-                # The generator says it is done, or it is elsewhere and has been quiet: the
-                # database decides.
+            elif event is not None or now - last_reconciled >= reconcile_every:
                 last_reconciled = now
-                finished = await stored_if_finished(reply_id)
+                # The generator says it is done, or it is not here and has been quiet: the
+                # database decides. A generator here cannot end without saying so.
+                if event is not None or not generation.is_running_here(reply_id):
+                    finished = await stored_if_finished(reply_id)
             if finished is not None:
                 shown = follower.offsets.get(key, 0)
                 if len(finished.content) > shown:
