@@ -133,3 +133,35 @@ async def test_a_page_in_another_process_gets_the_text_through_its_channel(
     await reply.arefresh_from_db()
 
     assert text == reply.content
+
+
+async def test_a_quiet_reply_generated_here_is_waited_for_not_polled(
+    conversation, fake_openai, settings, monkeypatch
+):
+    """While the model is silent, an API stream sends keep-alives and asks neither the database
+    (the generator is here) nor, in a loop, anything else."""
+    settings.CHAT_STALE_SECONDS = 3  # a reconcile period of one second
+    settings.CHAT_API_KEEPALIVE_SECONDS = 1
+    fake_openai.script(Reply(chunks=["Hmm", " yes."], stall_after=1, stall_seconds=2.5))
+    looked_up, asked_here = [], []
+    original_lookup, original_here = watching.stored_if_finished, generation.is_running_here
+
+    async def counted_lookup(reply_id):
+        looked_up.append(reply_id)
+        return await original_lookup(reply_id)
+
+    def counted_here(reply_id):
+        asked_here.append(reply_id)
+        return original_here(reply_id)
+
+    monkeypatch.setattr(watching, "stored_if_finished", counted_lookup)
+    monkeypatch.setattr(generation, "is_running_here", counted_here)
+
+    reply = await generation.begin(conversation, "Think")
+    received = [item async for item in watching.reply_events(reply.pk)]
+
+    kinds = [kind for kind, _ in received]
+    assert kinds.count("keep-alive") >= 1
+    assert received[-1][0] == "done" and received[-1][1].content == "Hmm yes."
+    assert len(looked_up) == 1  # once, when the generator said it was done
+    assert len(asked_here) < 10  # about once a second of silence, not a busy loop
