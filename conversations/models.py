@@ -152,7 +152,7 @@ def current_messages(
     conversation: Conversation, *, before: "Message | None" = None, limit: int | None = None
 ) -> MessagePage:
     """The conversation as it stands: its newest `limit` messages (all when None), or those
-    before `before`, each carrying its earlier versions. Three queries whatever the length."""
+    before `before`, each carrying its earlier versions. Two queries whatever the length."""
     current = conversation.messages.filter(superseded_by__isnull=True)
     if before is not None:
         current = current.filter(created_at__lt=before.created_at)
@@ -167,7 +167,6 @@ def current_messages(
         earlier.setdefault(old.superseded_by_id, []).append(old)
     for message in page:
         message.versions = earlier.get(message.pk, [])
-    render_markdown_cached([*page, *(old for olds in earlier.values() for old in olds)])
     return page
 
 

@@ -1,12 +1,16 @@
 """Turns message text into safe HTML: the one place where user and model text become markup."""
 
 import hashlib
+import json
 import re
+import uuid
 
 import markdown_it
 import nh3
 import pygments
 from django.core.cache import cache
+from django.template.loader import get_template, render_to_string
+from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
@@ -154,6 +158,67 @@ def render_markdown_cached(messages) -> None:
         message.html = mark_safe(found[key])  # noqa: S308 - sanitized when rendered
     if missing:
         cache.set_many(missing, RENDERED_CACHE_SECONDS)
+
+
+# One message's item in the message list, and every template file its markup comes from.
+MESSAGE_TEMPLATE = "conversations/chat.html#message"
+MESSAGE_TEMPLATE_FILES = (
+    "conversations/chat.html",
+    "conversations/rich/copy_message.html",
+    "conversations/rich/message_details.html",
+)
+
+
+def _message_markup_version() -> str:
+    """Changes with the Markdown renderer, the message templates and the URLs an item links to,
+    so an item cached by another release, or before a template was edited, is never served."""
+    nil = uuid.UUID(int=0)
+    parts = [
+        _RENDERER_VERSION,
+        reverse("reply_regenerate", args=[nil]),
+        reverse("message_edit", args=[nil, nil]),
+        *(get_template(name).template.source for name in MESSAGE_TEMPLATE_FILES),
+    ]
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=4).hexdigest()
+
+
+def _message_item_key(message, markup_version: str) -> str:
+    # Keyed by everything the item shows rather than by updated_at, which not every writer
+    # moves: an edit, a regeneration (a new message, the old one among its versions) or a
+    # finished reply is a new key, never a stale entry.
+    shown = [
+        message.pk,
+        message.conversation_id,
+        message.role,
+        message.status,
+        message.content,
+        message.metadata,
+        [(old.pk, old.status, old.content) for old in message.versions],
+    ]
+    encoded = json.dumps(shown, default=str, sort_keys=True).encode()
+    return f"item:{markup_version}:{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
+
+
+def render_message_items(messages, conversation) -> SafeString:
+    """The messages' items for the message list, each carrying its `.versions`.
+
+    A finished message's item comes from the cache, all of them in one round trip; rendering
+    the template is the costliest part of a long chat page. Only the missing ones are rendered
+    (their Markdown from its own cache), and a streaming reply always is.
+    """
+    markup_version = _message_markup_version()
+    keys = {m.pk: _message_item_key(m, markup_version) for m in messages if not m.is_streaming}
+    found = cache.get_many(keys.values()) if keys else {}
+    missing = [m for m in messages if keys.get(m.pk) not in found]
+    render_markdown_cached([*missing, *(old for m in missing for old in m.versions)])
+    rendered = {}
+    for message in missing:
+        context = {"message": message, "conversation": conversation}
+        rendered[message.pk] = render_to_string(MESSAGE_TEMPLATE, context)
+    if stored := {keys[pk]: html for pk, html in rendered.items() if pk in keys}:
+        cache.set_many(stored, RENDERED_CACHE_SECONDS)
+    items = (rendered[m.pk] if m.pk in rendered else found[keys[m.pk]] for m in messages)
+    return mark_safe("".join(items))  # noqa: S308 - each item rendered by the template
 
 
 def delta_fragment(reply_id: str, text: str) -> SafeString:
