@@ -19,6 +19,7 @@ ProcessBusy before anything is stored.
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 import uuid
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -467,6 +468,16 @@ async def wait_for(message_id: uuid.UUID) -> None:
         await asyncio.shield(entry[1])
 
 
+@functools.cache
+def _stop_requests():
+    """The cache that holds stop requests: one client for the whole process.
+
+    `django.core.cache.cache` is a client per context, and every generation runs in a context
+    of its own: with Redis, each reply opened a connection of its own for one GET.
+    """
+    return caches.create_connection("default")
+
+
 def _stop_key(message_id: uuid.UUID) -> str:
     return f"stop-requested:{message_id.hex}"
 
@@ -477,7 +488,7 @@ async def request_stop(message_id: uuid.UUID) -> None:
     A generation that has not yet joined its control group (it was started a moment ago)
     would miss the message, so the request is also left in the cache, where it looks first.
     """
-    await database_sync_to_async(cache.set)(_stop_key(message_id), True, timeout=3600)
+    await unit_of_work(_stop_requests().set)(_stop_key(message_id), True, timeout=3600)
     await get_channel_layer().group_send(
         events.generation_group(message_id), {"type": events.GENERATION_STOP}
     )
@@ -656,7 +667,7 @@ async def _run(generation: Generation) -> None:
         channel = await layer.new_channel()
         await layer.group_add(control_group, channel)
         control = asyncio.create_task(_control_loop(generation, channel))
-        if await unit_of_work(cache.get)(_stop_key(generation.message_id)):
+        if await unit_of_work(_stop_requests().get)(_stop_key(generation.message_id)):
             generation.request_stop()
         end = await generation.reader
         status = Message.Status.COMPLETE
