@@ -141,8 +141,12 @@ class NothingToRegenerate(Exception):
 def _lock_idle(conversation: Conversation) -> Conversation:
     """Lock the conversation row; refuse if a reply is streaming (one reply at a time)."""
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-    mark_stale_replies_interrupted(conversation_id=locked.pk)
-    if locked.messages.filter(status=Message.Status.STREAMING).exists():
+    streaming = locked.messages.filter(status=Message.Status.STREAMING)
+    # A streaming reply whose process died does not block: marked interrupted, then asked again.
+    # Only then: most sends find none, and one query does.
+    if streaming.exists() and (
+        not mark_stale_replies_interrupted(conversation_id=locked.pk) or streaming.exists()
+    ):
         raise ReplyInProgress
     return locked
 
