@@ -213,7 +213,7 @@ async def test_a_page_past_the_process_cap_says_so_and_keeps_the_text(
 
     assert first.status_code == 200
     page = refused.content.decode()
-    assert refused.status_code == 200
+    assert refused.status_code == 503 and int(refused["Retry-After"]) > 0
     assert "The server is busy with other replies right now" in page
     assert "Please keep this text" in page  # still in the composer, ready to send again
     assert not await conversation.messages.filter(content="Please keep this text").aexists()

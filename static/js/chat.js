@@ -79,8 +79,8 @@
     focusedBeforeMessage = null;
   });
 
-  // A server too busy to take a request answers 503 with the reason for the composer's error
-  // area (out of band) and `HX-Reswap: none`: shown, and the text typed stays where it is.
+  // A server too busy to take a request answers 503 with what to show: the composer again, with
+  // the text typed and the reason; or, with `HX-Reswap: none`, only the reason, out of band.
   document.addEventListener("htmx:beforeSwap", function (event) {
     if (event.detail.xhr.status === 503) {
       event.detail.shouldSwap = true;
