@@ -85,6 +85,20 @@ def model(fake_model: FakeOpenAI) -> FakeOpenAI:
     return fake_model
 
 
+def server_env(fake_model: FakeOpenAI, **extra: str) -> dict[str, str]:
+    """The environment of a daphne serving the browser tests, talking to the fake model."""
+    return {
+        "OPENAI_BASE_URL": fake_model.base_url,
+        "OPENAI_API_KEY": MODEL_API_KEY,
+        "OPENAI_MAX_RETRIES": "0",
+        "CHAT_DEFAULT_MODEL": MODEL_NAME,
+        # Titles ask the model in the background, racing the scripted replies; they have
+        # tests of their own (test_live_updates).
+        "CHAT_AUTO_TITLE": "0",
+        **extra,
+    }
+
+
 @pytest.fixture(scope="module")
 def chat_server(
     django_db_setup: None, chromium_path: Path, fake_model: FakeOpenAI
@@ -96,16 +110,7 @@ def chat_server(
     """
     if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
         pytest.fail("Static files are not collected: run `python3 dev.py test`")
-    env = {
-        "OPENAI_BASE_URL": fake_model.base_url,
-        "OPENAI_API_KEY": MODEL_API_KEY,
-        "OPENAI_MAX_RETRIES": "0",
-        "CHAT_DEFAULT_MODEL": MODEL_NAME,
-        # Titles ask the model in the background, racing the scripted replies; they have
-        # tests of their own (test_live_updates).
-        "CHAT_AUTO_TITLE": "0",
-    }
-    with Daphne("browser", **env) as server:
+    with Daphne("browser", **server_env(fake_model)) as server:
         yield server.url
 
 

@@ -11,8 +11,6 @@ from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import Daphne
 from tests.test_browser import (  # noqa: F401  (fixtures)
     COUNTING_REPLY,
-    MODEL_API_KEY,
-    MODEL_NAME,
     REPLY_TIMEOUT_MS,
     SLOW_TOKEN_SECONDS,
     browser,
@@ -20,6 +18,7 @@ from tests.test_browser import (  # noqa: F401  (fixtures)
     fake_model,
     screenshot,
     send,
+    server_env,
     sign_up,
     wait_for_status,
     wait_for_streaming_text,
@@ -32,15 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 def busy_page(browser: Browser, fake_model: FakeOpenAI, django_db_setup: None) -> Iterator[Page]:
     """A page of a server that takes one reply at a time (CHAT_MAX_REPLIES=1)."""
     fake_model.reset()
-    env = {
-        "OPENAI_BASE_URL": fake_model.base_url,
-        "OPENAI_API_KEY": MODEL_API_KEY,
-        "OPENAI_MAX_RETRIES": "0",
-        "CHAT_DEFAULT_MODEL": MODEL_NAME,
-        "CHAT_AUTO_TITLE": "0",
-        "CHAT_MAX_REPLIES": "1",
-    }
-    with Daphne("busy", **env) as server:
+    with Daphne("busy", **server_env(fake_model, CHAT_MAX_REPLIES="1")) as server:
         context = browser.new_context(base_url=server.url, viewport={"width": 1100, "height": 800})
         context.set_default_timeout(10_000)
         yield context.new_page()
