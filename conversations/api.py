@@ -100,14 +100,21 @@ def _authenticate(request: HttpRequest) -> User | JsonResponse:
     return user
 
 
-def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
+def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView], ApiView]:
     """An API endpoint taking `methods`: authenticated, CSRF-checked for sessions, errors as
-    JSON. The view is called as `view(request, user, **kwargs)`."""
+    JSON. The view is called as `view(request, user, **kwargs)`. With `starts_replies`, a POST
+    is refused with a 503 before anything else when the process is at CHAT_MAX_REPLIES."""
 
     def decorate(view: ApiView) -> ApiView:
         @csrf_exempt
         @wraps(view)
         async def endpoint(request: HttpRequest, **kwargs) -> HttpResponse:
+            if starts_replies and request.method == "POST":
+                try:
+                    generation.ensure_capacity()  # no database work: refusing costs nothing
+                except generation.ProcessBusy as refusal:
+                    error = _busy(refusal)
+                    return api_error(error.status, error.code, error.message, error.headers)
             # Credentials (and a session's CSRF token) first, as Django checks the token before
             # any view runs: a forged request learns nothing, not even which methods exist.
             try:
@@ -303,7 +310,7 @@ def _conversation_page(user: User, request: HttpRequest) -> dict:
     }
 
 
-@api_view("GET", "POST")
+@api_view("GET", "POST", starts_replies=True)
 async def conversations(request: HttpRequest, user: User) -> HttpResponse:
     """GET: the caller's conversations. POST: a new one, with its first message if given."""
     if request.method == "GET":
@@ -398,7 +405,7 @@ async def stop(request: HttpRequest, user: User, conversation_id: uuid.UUID) -> 
 # --------------------------------------------------------------------------- #
 
 
-@api_view("POST")
+@api_view("POST", starts_replies=True)
 async def messages(request: HttpRequest, user: User, conversation_id: uuid.UUID) -> HttpResponse:
     """Send a message; the reply streams back as server-sent events (or, with
     `Accept: application/json`, comes back whole once it is finished)."""

@@ -12,6 +12,7 @@ extension swaps in:
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from urllib.parse import parse_qs
@@ -20,7 +21,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from . import events, generation, rendering, watching
+from . import errors, events, generation, rendering, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
 
@@ -91,11 +92,14 @@ def _render_title(conversation: Conversation) -> str:
     return render_to_string("conversations/stream/title.html", {"conversation": conversation})
 
 
+logger = logging.getLogger(__name__)
+
 GROUP_RENEWAL_SECONDS = 3600
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
+    missed_an_event = False
     groups_joined: tuple[str, ...] = ()
     tasks: tuple[asyncio.Task, ...] = ()
 
@@ -188,17 +192,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
         joined_at = reconciled_at = time.monotonic()
         while True:
             await asyncio.sleep(min(watching.ASK_AGAIN_SECONDS, reconcile_every))
-            await self.follower.ask_again_if_unanswered()
+            try:
+                if self.missed_an_event:
+                    self.missed_an_event = False
+                    await self.conversation_refresh({})
+                await self.follower.ask_again_if_unanswered()
+            except Exception as error:
+                self._missed(error)
+                continue
             now = time.monotonic()
             if self.follower.offsets and now - reconciled_at >= reconcile_every:
                 reconciled_at = now
                 unsure = self.follower.to_reconcile()
-                for reply_id in await watching.finished_replies(unsure) if unsure else []:
-                    await self.reply_done(events.reply_done(reply_id))
+                try:
+                    for reply_id in await watching.finished_replies(unsure) if unsure else []:
+                        await self.reply_done(events.reply_done(reply_id))
+                except Exception as error:
+                    self._missed(error)
             if now - joined_at > GROUP_RENEWAL_SECONDS:
                 for group in self.groups_joined:
                     await self.channel_layer.group_add(group, self.channel_name)
                 joined_at = now
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch, except that a conversation's event this page could not be shown
+        (the database had no connection to spare) closes nothing: the page is brought up to
+        date at the next check instead."""
+        try:
+            await super().dispatch(message)
+        except Exception as error:
+            if message["type"].startswith("websocket.") or not errors.is_overload(error):
+                raise
+            self._missed(error)
+
+    def _missed(self, error: Exception) -> None:
+        if not errors.is_overload(error):
+            logger.error("A chat page's check failed", exc_info=error)
+        self.missed_an_event = bool(self.conversation)
 
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:

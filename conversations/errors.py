@@ -44,19 +44,23 @@ def is_overload(error: BaseException | None) -> bool:
     return False
 
 
-def overloaded(request: HttpRequest) -> HttpResponse:
+def overloaded(
+    request: HttpRequest,
+    message: str = OVERLOADED_MESSAGE,
+    retry_after: int = RETRY_AFTER_SECONDS,
+) -> HttpResponse:
     """503 with Retry-After: JSON for the API; for htmx, the composer's error area (the text
     typed stays where it is); else a page."""
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    headers = {"Retry-After": str(retry_after)}
     if is_api(request):
-        return api_error(503, "busy", OVERLOADED_MESSAGE, headers)
+        return api_error(503, "busy", message, headers)
     # Rendered without the request: its context processors may need the database.
     if request.headers.get("HX-Request"):
-        context = {"refusal": OVERLOADED_MESSAGE, "oob": True}
+        context = {"refusal": message, "oob": True}
         html = render_to_string("conversations/chat.html#composer-errors", context)
         headers["HX-Reswap"] = "none"  # only the out-of-band error area is swapped
     else:
-        html = render_to_string("503.html", {"message": OVERLOADED_MESSAGE})
+        html = render_to_string("503.html", {"message": message})
     return HttpResponse(html, status=503, headers=headers)
 
 

@@ -111,6 +111,16 @@ def replies_in_progress() -> int:
     return len(_running) + _admitting
 
 
+def ensure_capacity() -> None:
+    """Raise ProcessBusy when this process streams as many replies as it may.
+
+    Asks nothing of the database: a request that would start a reply is refused by it before
+    its session is even read, so that refusals cost the process, and its pool, next to nothing.
+    """
+    if replies_in_progress() >= settings.CHAT_MAX_REPLIES:
+        raise ProcessBusy
+
+
 @contextlib.contextmanager
 def _admission():
     """Hold a place among this process's CHAT_MAX_REPLIES while a reply is stored and started.
@@ -118,8 +128,7 @@ def _admission():
     Counted before the first await, so concurrent requests cannot all pass the check.
     """
     global _admitting
-    if replies_in_progress() >= settings.CHAT_MAX_REPLIES:
-        raise ProcessBusy
+    ensure_capacity()
     _admitting += 1
     try:
         yield

@@ -215,7 +215,9 @@ async def test_a_page_past_the_process_cap_says_so_and_keeps_the_text(
     page = refused.content.decode()
     assert refused.status_code == 503 and int(refused["Retry-After"]) > 0
     assert "The server is busy with other replies right now" in page
-    assert "Please keep this text" in page  # still in the composer, ready to send again
+    assert 'id="composer-errors"' in page
+    # Only the reason is swapped in: the composer, and the text typed in it, stay as they are.
+    assert refused["HX-Reswap"] == "none"
     assert not await conversation.messages.filter(content="Please keep this text").aexists()
 
 
@@ -349,3 +351,28 @@ def _expected_closed() -> bool:
     from django.db import connection
 
     return connection.vendor != "sqlite"
+
+
+@pytest.mark.asyncio
+async def test_a_page_that_misses_a_turn_for_want_of_a_connection_catches_up(
+    settings, fake_openai, alice_async_client, conversation, open_socket, monkeypatch
+):
+    """The socket stays open when the database has no connection to spare for an event, and
+    the page is sent the conversation as it stands at its next check."""
+    from conversations import consumers
+
+    settings.CHAT_STALE_SECONDS = 3  # checks every second
+    fake_openai.script(Reply(text="Here it is."))
+    socket = await open_socket(conversation)
+    monkeypatch.setattr(consumers, "_render_turn", out_of_connections)
+
+    await alice_async_client.post(
+        reverse("message_send", args=[conversation.pk]), {"text": "Hello"}, headers=HTMX
+    )
+    reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
+    final = await socket.receive_until_done(reply)
+    await generation.wait_for(reply.pk)
+
+    assert socket.connected
+    assert "Here it is." in final
+    assert "Hello" in "".join(socket.frames)  # the question came with the caught-up list
