@@ -32,7 +32,7 @@ from accounts.models import ApiToken, User
 
 from . import events, generation, providers, quota, settings_forms, watching
 from .db import release_connection
-from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure
+from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure, overloaded
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 from .quota import QuotaExceeded
 from .views import BUSY_MESSAGE
@@ -113,8 +113,7 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
                 try:
                     generation.ensure_capacity()  # no database work: refusing costs nothing
                 except generation.ProcessBusy as refusal:
-                    error = _busy(refusal)
-                    return api_error(error.status, error.code, error.message, error.headers)
+                    return overloaded(request, refusal.message, refusal.retry_after)
             # Credentials (and a session's CSRF token) first, as Django checks the token before
             # any view runs: a forged request learns nothing, not even which methods exist.
             try:

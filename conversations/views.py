@@ -130,15 +130,14 @@ async def _send(
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
     except (QuotaExceeded, generation.ProcessBusy) as refusal:
-        form.add_error(None, refusal.message)
         if is_new:
             await conversation.adelete()  # it never got its first message
-        response = await sync_to_async(_composer)(request, None if is_new else conversation, form)
         if isinstance(refusal, generation.ProcessBusy):
-            # Said as HTTP too; the page swaps a 503 in like any answer (static/js/chat.js).
-            response.status_code = 503
-            response["Retry-After"] = str(refusal.retry_after)
-        return response
+            # Another reply took the last place since the check before the view: the same
+            # answer as that check's.
+            return errors.overloaded(request, refusal.message, refusal.retry_after)
+        form.add_error(None, refusal.message)
+        return await sync_to_async(_composer)(request, None if is_new else conversation, form)
     if is_new or not request.htmx:
         if request.htmx:
             return HttpResponseClientRedirect(conversation.get_absolute_url())
