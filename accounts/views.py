@@ -1,4 +1,5 @@
-from django.contrib import messages
+from allauth.account.decorators import secure_admin_login
+from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -25,3 +26,19 @@ def account_settings(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Saved: new conversations start with these settings.")
         return redirect("account_settings")
     return render(request, "accounts/settings.html", {"form": form})
+
+
+_site_sign_in_for_the_admin = secure_admin_login(admin.site.login)
+
+
+def admin_login(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    """The admin's sign-in, replaced by the site's (`admin.site.login` in chatsite/urls.py).
+
+    The admin's own form had no limit on wrong passwords. Visitors are sent to the site's
+    sign-in, with its limits, and come back; staff go on to the admin; anyone else signed in is
+    told why not, rather than sent round to sign in again.
+    """
+    user = request.user
+    if user.is_authenticated and not (user.is_active and user.is_staff):
+        return render(request, "accounts/admin_refused.html", status=403)
+    return _site_sign_in_for_the_admin(request, extra_context)

@@ -108,7 +108,8 @@ ACCESS = {
     "account_reset_password_from_key_done": PUBLIC,
     "account_reset_password_from_key": PUBLIC,
     "account_reset_password_done": PUBLIC,
-    # The admin's own sign-in page; every other admin route is STAFF (see access_of).
+    # The admin's sign-in: the site's, for anyone (accounts.views.admin_login); every other
+    # admin route is STAFF (see access_of).
     "admin:login": PUBLIC,
 }
 
