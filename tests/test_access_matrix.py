@@ -78,6 +78,7 @@ ACCESS = {
     "ws_unknown": NOBODY,
     # accounts
     "account_settings": SIGNED_IN,
+    "email_add_confirm": SIGNED_IN,
     # usage and comfort
     "usage": SIGNED_IN,
     "theme_set": PUBLIC,  # a choice of the browser, kept in a cookie; touches no one's data
