@@ -2,11 +2,13 @@
 only once the link mailed to it is followed, and with mandatory verification (the production
 setting) signing up does not tell whether an address already has an account."""
 
+import importlib
 import re
 from urllib.parse import urlparse
 
 import pytest
 from allauth.account.models import EmailAddress
+from django.apps import apps
 from django.core import mail
 from django.test import Client
 from django.urls import reverse
@@ -94,6 +96,23 @@ def test_the_link_adds_the_address_to_no_other_account(bob_client, alice_client)
     assert followed.status_code == forged.status_code == 400
     assert "This link is not valid" in followed.content.decode()
     assert not EmailAddress.objects.filter(email=owners_address).exists()
+
+
+def test_addresses_added_unconfirmed_before_the_links_are_forgotten(alice, bob):
+    claimed = EmailAddress.objects.create(user=bob, email=some_email("owner"))  # the old way
+    own = EmailAddress.objects.create(user=alice, email=alice.email)  # never confirmed
+    confirmed = EmailAddress.objects.create(user=bob, email=some_email("bob"), verified=True)
+    migration = importlib.import_module(
+        "accounts.migrations.0005_forget_unverified_added_addresses"
+    )
+
+    signed_in_before = signs_in(claimed.email, PASSWORD)  # as Bob
+    migration.forget_unverified_added_addresses(apps, schema_editor=None)
+
+    assert signed_in_before
+    assert not signs_in(claimed.email, PASSWORD)
+    assert set(EmailAddress.objects.all()) == {own, confirmed}
+    assert signs_in(alice.email, PASSWORD)
 
 
 def test_with_mandatory_verification_signup_does_not_say_which_addresses_exist(settings):
