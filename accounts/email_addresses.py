@@ -47,9 +47,8 @@ def email_in_link(user: User, token: str) -> str | None:
     return payload["email"] if payload["user"] == user.pk else None
 
 
-def add_verified(request: HttpRequest, user: User, email: str) -> bool:
-    """Store the address as the user's, verified; False if another account verified it first."""
+def add_verified(request: HttpRequest, user: User, email: str) -> None:
+    """Store the address as the user's, verified, unless another account verified it first;
+    allauth's messages tell the user which."""
     address = EmailAddress.objects.filter(user=user, email=email).first()
-    return get_adapter(request).confirm_email(
-        request, address or EmailAddress(user=user, email=email)
-    )
+    get_adapter(request).confirm_email(request, address or EmailAddress(user=user, email=email))
