@@ -1,7 +1,12 @@
+from allauth.account import forms as allauth_forms
+from allauth.account.models import EmailAddress
 from django import forms
+from django.http import HttpRequest
 
 from conversations import providers
 from conversations.settings_forms import ModelChoiceField, system_prompt_field
+
+from . import email_addresses
 
 
 class DefaultsForm(forms.Form):
@@ -25,3 +30,13 @@ class DefaultsForm(forms.Form):
         user.default_model = chosen.model if chosen else ""
         user.default_system_prompt = self.cleaned_data["system_prompt"]
         user.save(update_fields=["default_provider", "default_model", "default_system_prompt"])
+
+
+class AddEmailForm(allauth_forms.AddEmailForm):
+    """allauth's form on the email page (settings.ACCOUNT_FORMS): the address is only mailed a
+    link, and stored once the link is followed (accounts/email_addresses.py)."""
+
+    def save(self, request: HttpRequest) -> EmailAddress:
+        email = self.cleaned_data["email"]
+        email_addresses.send_link(request, self.user, email)
+        return EmailAddress(user=self.user, email=email)  # unsaved: nothing is stored yet

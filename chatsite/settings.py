@@ -212,10 +212,19 @@ ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
 ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# Verifying the address people sign up with: `mandatory` in production (README), which also
+# keeps signup from telling whether an address has an account.
 ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
+ACCOUNT_PREVENT_ENUMERATION = True
+# An address added to an account is stored only once the link mailed to it is followed
+# (accounts/email_addresses.py): until then it signs no one in, and stays free for its owner.
+ACCOUNT_FORMS = {"add_email": "accounts.forms.AddEmailForm"}
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
 ACCOUNT_SESSION_REMEMBER = None
 ACCOUNT_RATE_LIMITS = {
+    # Per client, and per account *from that client* (accounts/adapter.py): a stranger's
+    # guesses lock out the stranger, not the account's owner.
     "login_failed": "10/m/ip,5/5m/key",
     "signup": "20/m/ip",
     "reset_password": "20/m/ip,5/m/key",

@@ -2,9 +2,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts import tokens
+from accounts.views import admin_login
 
 admin.site.site_header = "chatsite administration"
 admin.site.site_title = "chatsite admin"
+# One sign-in for the whole site, with its limits on wrong passwords: the admin's is the site's.
+admin.site.login = admin_login
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -78,6 +78,7 @@ ACCESS = {
     "ws_unknown": NOBODY,
     # accounts
     "account_settings": SIGNED_IN,
+    "email_add_confirm": SIGNED_IN,
     # usage and comfort
     "usage": SIGNED_IN,
     "theme_set": PUBLIC,  # a choice of the browser, kept in a cookie; touches no one's data
@@ -108,7 +109,8 @@ ACCESS = {
     "account_reset_password_from_key_done": PUBLIC,
     "account_reset_password_from_key": PUBLIC,
     "account_reset_password_done": PUBLIC,
-    # The admin's own sign-in page; every other admin route is STAFF (see access_of).
+    # The admin's sign-in: the site's, for anyone (accounts.views.admin_login); every other
+    # admin route is STAFF (see access_of).
     "admin:login": PUBLIC,
 }
 

@@ -228,7 +228,7 @@ def test_no_page_has_inline_scripts_or_styles(alice_client, staff, make_conversa
         "admin change": staff.get(
             reverse("admin:conversations_conversation_change", args=[conversation.pk])
         ),
-        "admin sign in": Client().get(reverse("admin:login")),
+        "admin sign in": Client().get(reverse("admin:login"), follow=True),
     }
     server_error = (ROOT / "templates" / "500.html").read_text()
 
