@@ -283,6 +283,29 @@ class TestAdminTotals:
             tokens(todays)
         )
 
+    def test_staff_read_the_ledger_entry_by_entry_but_cannot_change_it(
+        self, staff_client: Client, alice: User, history
+    ):
+        entry = UsageEntry.objects.get(reply_id=history["alice"][1].pk)
+        entry.conversation.delete()  # the ledger keeps what a deleted conversation cost
+
+        listing = staff_client.get(reverse("admin:conversations_usageentry_changelist"))
+        detail = staff_client.get(reverse("admin:conversations_usageentry_change", args=[entry.pk]))
+
+        page = listing.content.decode()
+        assert listing.status_code == 200
+        assert f"{UsageEntry.objects.count()} usage entries" in page
+        assert alice.email in page and MODEL_B in page
+        assert detail.status_code == 200
+        assert 'name="total_tokens"' not in detail.content.decode()  # read only
+        assert (
+            staff_client.post(
+                reverse("admin:conversations_usageentry_delete", args=[entry.pk]), {"post": "yes"}
+            ).status_code
+            == 403
+        )
+        assert UsageEntry.objects.filter(pk=entry.pk).exists()
+
     def test_it_is_for_staff_only(self, alice_client: Client, client: Client):
         url = reverse("admin:conversations_message_usage")
 
