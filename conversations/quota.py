@@ -127,6 +127,8 @@ def reserve(reply: Message, history: list[dict[str, str]], owner_id: int) -> Non
     Called inside the transaction that stores the reply: a refusal rolls the whole turn back.
     Raises TooManyReplies or QuotaExceeded.
     """
+    # Estimated first: the lock below is held until the turn commits.
+    prompt = _prompt_estimate(history, reply.metadata)
     user = get_user_model().objects.select_for_update().only("daily_token_quota").get(pk=owner_id)
     cap = settings.CHAT_MAX_REPLIES_PER_USER
     if cap:
@@ -142,7 +144,6 @@ def reserve(reply: Message, history: list[dict[str, str]], owner_id: int) -> Non
         if streaming >= cap:
             raise TooManyReplies(cap)
     _check_quota(user, owner_id)
-    prompt = _prompt_estimate(history, reply.metadata)
     completion = settings.CHAT_REPLY_RESERVE_TOKENS
     UsageEntry.objects.create(
         user_id=owner_id,
