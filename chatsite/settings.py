@@ -309,6 +309,8 @@ CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 0)
 # Replies one process streams at once; one more is refused at once (the API: 503 and
 # Retry-After). More than OPENAI_MAX_CONNECTIONS would only wait for a connection upstream.
 CHAT_MAX_REPLIES = min(env_int("CHAT_MAX_REPLIES", 1000), OPENAI_MAX_CONNECTIONS)
+# Replies one user may have streaming at once, across all processes; 0 is no cap.
+CHAT_MAX_REPLIES_PER_USER = env_int("CHAT_MAX_REPLIES_PER_USER", 3)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)

@@ -10,7 +10,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from . import usage
-from .models import Conversation, Message
+from .models import Conversation, Message, UsageEntry
 
 
 class ModelFilter(admin.SimpleListFilter):
@@ -166,3 +166,27 @@ class MessageAdmin(admin.ModelAdmin):
 class UsagePeriodForm(forms.Form):
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+@admin.register(UsageEntry)
+class UsageEntryAdmin(admin.ModelAdmin):
+    """The usage ledger: what each reply cost, read only (it is what the quota counts)."""
+
+    list_display = [
+        "created_at", "user", "model", "provider", "prompt_tokens", "completion_tokens",
+        "total_tokens", "state", "source", "message",
+    ]  # fmt: skip
+    list_filter = ["state", "source", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["user__email", "model", "provider"]
+    list_select_related = ["user", "message"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["user", "conversation", "message"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -34,7 +34,7 @@ from . import events, generation, providers, quota, settings_forms, watching
 from .db import release_connection
 from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure, overloaded
 from .models import TITLE_MAX_LENGTH, Conversation, Message
-from .quota import QuotaExceeded
+from .quota import QuotaExceeded, TooManyReplies, UserLimitReached
 from .views import BUSY_MESSAGE
 
 logger = logging.getLogger(__name__)
@@ -439,8 +439,10 @@ def _busy(refusal: generation.ProcessBusy) -> ApiError:
     return ApiError(503, "busy", refusal.message, headers={"Retry-After": str(refusal.retry_after)})
 
 
-def _quota_refusal(refusal: QuotaExceeded) -> ApiError:
-    return ApiError(429, "quota_exceeded", refusal.message)
+def _quota_refusal(refusal: UserLimitReached) -> ApiError:
+    code = "too_many_replies" if isinstance(refusal, TooManyReplies) else "quota_exceeded"
+    headers = {"Retry-After": str(refusal.retry_after)}
+    return ApiError(429, code, refusal.message, headers=headers)
 
 
 async def _check_quota(user_id: int) -> None:
@@ -457,7 +459,7 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
         raise _busy(refusal) from None
     except generation.ReplyInProgress:
         raise ApiError(409, "reply_in_progress", BUSY_MESSAGE) from None
-    except QuotaExceeded as refusal:
+    except UserLimitReached as refusal:
         raise _quota_refusal(refusal) from None
     turn = await _turn(conversation, reply)
     # The reply is followed, not fetched: no database connection is held while it streams.

@@ -29,6 +29,10 @@ UNAUTHORIZED = _error(
 FORBIDDEN = _error("A signed-in browser session sent an unsafe request without its CSRF token.")
 NOT_FOUND = _error("No such conversation, or not yours: the two look the same.")
 INVALID = _error("The request body is not valid JSON, or a field is missing or wrong.")
+LIMITED = _error(
+    "Nothing was stored: the daily token quota is spent (`quota_exceeded`), or you have as many "
+    "replies being written as you may (`too_many_replies`). `Retry-After` says when to try again."
+)
 
 SSE_DESCRIPTION = (
     "With `Accept: text/event-stream` (or no `Accept`), the reply as server-sent events:\n"
@@ -133,6 +137,7 @@ SCHEMA = {
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
                     "413": _error("`content` is longer than the site allows."),
+                    "429": LIMITED,
                 },
             },
         },
@@ -228,6 +233,7 @@ SCHEMA = {
                     "404": NOT_FOUND,
                     "409": _error("A reply is still being written: wait for it, or stop it."),
                     "413": _error("The message is longer than the site allows."),
+                    "429": LIMITED,
                 },
             },
         },

@@ -226,6 +226,7 @@ def _store_turn(
         # Read here, where the rows are at hand, rather than by the generation a moment later:
         # the model is asked one database round trip sooner.
         history = _model_messages(locked, reply.pk)
+        quota.reserve(reply, history, locked.owner_id)
     return reply, history
 
 
@@ -241,6 +242,7 @@ def _store_regeneration(conversation: Conversation) -> tuple[Message, list[dict[
         _supersede(last, reply)
         _touch(conversation, locked, now, None)
         history = _model_messages(locked, reply.pk)
+        quota.reserve(reply, history, locked.owner_id)
     return reply, history
 
 
@@ -265,6 +267,7 @@ def mark_stale_replies_interrupted(
             .update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
         ):
             marked.append((conversation_pk, reply_pk))
+    quota.settle_ended(None if conversation_id is None else [reply for _, reply in marked])
     return marked
 
 
@@ -379,6 +382,7 @@ def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> No
     Message.objects.filter(
         pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
     ).update(content=text, status=status, metadata=metadata, updated_at=timezone.now())
+    quota.settle(message_id, text, status, metadata)
 
 
 def _detached(coroutine) -> asyncio.Future:
@@ -400,12 +404,12 @@ async def begin(
 
     With `replacing`, the message is an edit of the conversation's last user message, which is
     kept with its replies as earlier versions. Raises ProcessBusy when this process streams as
-    many replies as it may, QuotaExceeded when the user's tokens for today are spent (both
-    before anything is stored), ReplyInProgress when a reply is streaming, NothingToRegenerate
-    when `replacing` is not the last user message.
+    many replies as it may (before anything is stored), ReplyInProgress when a reply is
+    streaming, NothingToRegenerate when `replacing` is not the last user message, and
+    quota.UserLimitReached when the user's tokens for today are spent or they have as many
+    replies streaming as they may (the turn's transaction is then rolled back).
     """
     with _admission():
-        await quota.check_quota(conversation.owner_id)
         event = events.CONVERSATION_REFRESH if replacing else events.CONVERSATION_TURN
         store = _store_turn(conversation, text, replacing=replacing)
         return await _detached(_store_and_start(conversation, store, event))
@@ -414,7 +418,6 @@ async def begin(
 async def regenerate(conversation: Conversation) -> Message:
     """Generate the last reply again; the previous one is kept as an earlier version."""
     with _admission():
-        await quota.check_quota(conversation.owner_id)
         store = _store_regeneration(conversation)
         return await _detached(_store_and_start(conversation, store, events.CONVERSATION_REFRESH))
 

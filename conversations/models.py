@@ -232,3 +232,60 @@ class ShareLink(models.Model):
         shown = sorted(by_place.values(), key=lambda message: message.created_at)
         render_markdown_cached(shown)
         return shown
+
+
+class UsageEntry(models.Model):
+    """What one reply cost: the ledger the daily quota and the usage pages add up.
+
+    It outlives the conversation (the references go NULL, `reply_id` stays): deleting a chat
+    does not give its tokens back. An entry is reserved, with an estimate, in the transaction
+    that stores the reply, so concurrent sends see each other's cost at once; it is settled
+    when the reply ends, however it ends, with the provider's figures when they came and an
+    estimate from the text otherwise (conversations/quota.py).
+    """
+
+    class State(models.TextChoices):
+        RESERVED = "reserved", "Reserved"
+        SETTLED = "settled", "Settled"
+
+    class Source(models.TextChoices):
+        ESTIMATED = "estimated", "Estimated"
+        REPORTED = "reported", "Reported by the provider"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_entries"
+    )
+    # When the reply was asked for: the day it counts towards, in TIME_ZONE.
+    created_at = models.DateTimeField(default=timezone.now)
+    model = models.TextField(blank=True)
+    provider = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RESERVED)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ESTIMATED)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    # The reply it paid for, kept when the reply is deleted: a late settlement still finds it.
+    reply_id = models.UUIDField(unique=True, null=True, blank=True)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "usage entries"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_day"),
+            models.Index(fields=["created_at"], name="usage_period"),
+            models.Index(
+                fields=["created_at"],
+                name="usage_reserved",
+                condition=models.Q(state="reserved"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.total_tokens} tokens ({self.state}, {self.source})"

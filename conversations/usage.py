@@ -1,20 +1,19 @@
-"""Token usage: what replies cost, added up by the database from each reply's stored report.
+"""Token usage: what replies cost, added up by the database from the usage ledger.
 
-The provider's usage record lands in `Message.metadata["usage"]` (prompt, completion and total
-tokens) with the model's name in `metadata["model"]`. JSON key transforms read those on SQLite
-and PostgreSQL alike, so the sums are one grouped query, whatever the number of replies, and
-nothing is written twice. "A day" is a calendar day in TIME_ZONE.
+Each reply has one `UsageEntry` (conversations/quota.py writes and settles them), kept when its
+conversation is deleted. The sums are one grouped query, whatever the number of replies. A
+reply still being written counts as a reply; its tokens count once it is settled (the quota
+also counts what it has reserved meanwhile). "A day" is a calendar day in TIME_ZONE.
 """
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from django.db.models import Count, IntegerField, QuerySet, Sum, TextField, Value
-from django.db.models.fields.json import KT
-from django.db.models.functions import Cast, Coalesce, TruncDate
+from django.db.models import Count, Q, QuerySet, Sum, TextField, Value
+from django.db.models.functions import Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
-from .models import Message
+from .models import UsageEntry
 
 USAGE_DAYS = 30
 UNKNOWN_MODEL = "unknown model"
@@ -26,10 +25,11 @@ CHART_BOTTOM = 24  # room for the day labels
 CHART_TOP = 8
 CHART_RIGHT = 20  # room for the last day's label
 SERIES_COLOURS = 8  # .series-0 … .series-7 in app.css, reused in turn beyond that
+SETTLED = Q(state=UsageEntry.State.SETTLED)
 
 
-def _token_sum(key: str) -> Coalesce:
-    return Coalesce(Sum(Cast(KT(f"metadata__usage__{key}"), IntegerField())), 0)
+def _token_sum(name: str, condition: Q = SETTLED) -> Coalesce:
+    return Coalesce(Sum(name, filter=condition), 0)
 
 
 def _totals() -> dict:
@@ -70,28 +70,35 @@ def today() -> date:
     return timezone.localdate(timezone=timezone.get_default_timezone())
 
 
-def replies_between(start: datetime | None, end: datetime | None) -> QuerySet[Message]:
+def entries_between(start: datetime | None, end: datetime | None) -> QuerySet[UsageEntry]:
     """Every reply the model was asked for in [start, end) (None: no bound), earlier versions
-    included: a regenerated reply cost tokens too."""
-    replies = Message.objects.filter(role=Message.Role.ASSISTANT)
+    and deleted conversations included: they cost tokens too."""
+    entries = UsageEntry.objects.all()
     if start is not None:
-        replies = replies.filter(created_at__gte=start)
+        entries = entries.filter(created_at__gte=start)
     if end is not None:
-        replies = replies.filter(created_at__lt=end)
-    return replies
+        entries = entries.filter(created_at__lt=end)
+    return entries
 
 
 def _model_name() -> Coalesce:
-    return Coalesce(KT("metadata__model"), Value(UNKNOWN_MODEL), output_field=TextField())
+    return Coalesce(NullIf("model", Value("")), Value(UNKNOWN_MODEL), output_field=TextField())
+
+
+def tokens_on(user_id: int, day: date) -> tuple[int, int]:
+    """The user's tokens on `day`: spent by settled replies, and reserved by replies still
+    being written. One query."""
+    of_day = entries_between(start_of_day(day), start_of_day(day + timedelta(days=1)))
+    sums = of_day.filter(user_id=user_id).aggregate(
+        spent=_token_sum("total_tokens"),
+        reserved=_token_sum("total_tokens", ~SETTLED),
+    )
+    return sums["spent"], sums["reserved"]
 
 
 def tokens_used_on(user_id: int, day: date) -> int:
-    """Total tokens of the user's replies on `day`: one query."""
-    return (
-        replies_between(start_of_day(day), start_of_day(day + timedelta(days=1)))
-        .filter(conversation__owner_id=user_id)
-        .aggregate(used=_token_sum("total_tokens"))["used"]
-    )
+    """Total tokens of the user's settled replies on `day`: one query."""
+    return tokens_on(user_id, day)[0]
 
 
 @dataclass
@@ -115,8 +122,8 @@ def usage_report(user_id: int, days: int = USAGE_DAYS) -> UsageReport:
     last = today()
     report = UsageReport(days=[last - timedelta(days=n) for n in range(days - 1, -1, -1)])
     rows = (
-        replies_between(start_of_day(report.days[0]), start_of_day(last + timedelta(days=1)))
-        .filter(conversation__owner_id=user_id)
+        entries_between(start_of_day(report.days[0]), start_of_day(last + timedelta(days=1)))
+        .filter(user_id=user_id)
         .annotate(
             day=TruncDate("created_at", tzinfo=timezone.get_default_timezone()),
             model_name=_model_name(),
@@ -139,17 +146,17 @@ def usage_report(user_id: int, days: int = USAGE_DAYS) -> UsageReport:
 def totals_by_user(start: datetime | None, end: datetime | None) -> list[dict]:
     """Every user's replies and tokens in [start, end), biggest spender first."""
     return list(
-        replies_between(start, end)
-        .values("conversation__owner_id", "conversation__owner__email")
+        entries_between(start, end)
+        .values("user_id", "user__email")
         .annotate(**_totals())
-        .order_by("-total_tokens", "conversation__owner__email")
+        .order_by("-total_tokens", "user__email")
     )
 
 
 def totals_by_model(start: datetime | None, end: datetime | None) -> list[dict]:
     """Every model's replies and tokens in [start, end), most used first."""
     return list(
-        replies_between(start, end)
+        entries_between(start, end)
         .annotate(model_name=_model_name())
         .values("model_name")
         .annotate(**_totals())

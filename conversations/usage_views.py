@@ -11,7 +11,8 @@ from . import quota, usage
 def usage_page(request: HttpRequest) -> HttpResponse:
     report = usage.usage_report(request.user.pk)
     daily_quota = quota.quota_for(request.user)
-    used_today = report.today.total_tokens
+    spent, reserved = usage.tokens_on(request.user.pk, report.days[-1])
+    used_today = spent + reserved
     context = {
         "report": report,
         "chart": usage.chart(report),
@@ -29,6 +30,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
         "quota_low": daily_quota * 6 // 10,
         "quota_high": daily_quota * 9 // 10,
         "used_today": used_today,
+        "reserved_today": reserved,
         "left_today": max(daily_quota - used_today, 0) if daily_quota else None,
         "resets_at": quota.next_reset(),
     }

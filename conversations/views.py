@@ -12,7 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import errors, generation, providers, search, settings_forms, sidebar
 from .models import Conversation, Message, current_messages
-from .quota import QuotaExceeded
+from .quota import UserLimitReached
 from .settings_views import settings_for_new_conversation
 
 CHAT_TEMPLATE = "conversations/chat.html"
@@ -129,7 +129,7 @@ async def _send(
     except generation.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
-    except (QuotaExceeded, generation.ProcessBusy) as refusal:
+    except (UserLimitReached, generation.ProcessBusy) as refusal:
         if is_new:
             await conversation.adelete()  # it never got its first message
         if isinstance(refusal, generation.ProcessBusy):
@@ -181,7 +181,7 @@ async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> 
         return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
     except generation.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
-    except (QuotaExceeded, generation.ProcessBusy) as refusal:
+    except (UserLimitReached, generation.ProcessBusy) as refusal:
         return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
@@ -225,7 +225,7 @@ async def edit_message(
             form.add_error(None, BUSY_MESSAGE)
         except generation.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
-        except (QuotaExceeded, generation.ProcessBusy) as refusal:
+        except (UserLimitReached, generation.ProcessBusy) as refusal:
             form.add_error(None, refusal.message)
         else:
             if request.htmx:

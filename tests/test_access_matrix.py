@@ -29,7 +29,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from accounts.models import ApiToken, User
 from chatsite.asgi import application
 from conversations import generation
-from conversations.models import Conversation, Message, ShareLink
+from conversations.models import Conversation, Message, ShareLink, UsageEntry
 from conversations.routing import websocket_urlpatterns
 from tests.conftest import PASSWORD, SITE_ORIGIN
 
@@ -257,6 +257,7 @@ def world(alice: User, bob: User, make_conversation) -> World:
     samples[Group] = group
     samples[ShareLink] = ShareLink.objects.create(conversation=conversation)
     samples[ApiToken] = ApiToken.issue(alice, SECRET_TOKEN_NAME)[0]
+    samples[UsageEntry] = UsageEntry.objects.create(user=alice, reply_id=reply.pk, message=reply)
     conversation_type_id = ContentType.objects.get_for_model(Conversation).pk
     return World(alice, bob, staff, conversation, question, reply, samples, conversation_type_id)
 

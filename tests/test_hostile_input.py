@@ -32,6 +32,7 @@ from conversations.models import TITLE_MAX_LENGTH, Conversation, Message, ShareL
 from conversations.routing import websocket_urlpatterns
 from tests.conftest import SITE_ORIGIN
 from tests.fake_openai import Reply
+from tests.ledger import paid_reply
 from tests.live import ChatClient, Daphne
 from tests.xss import (
     INERT_PAYLOADS,
@@ -211,11 +212,7 @@ def test_hostile_model_names_stay_text_on_the_usage_page_and_the_admin_totals(
     legend and tables, and the admin's totals show that name as text."""
     conversation = make_conversation(history=[("user", "Hello")])
     for payload in PAYLOADS.values():
-        conversation.messages.create(
-            role=Message.Role.ASSISTANT,
-            content="Hi",
-            metadata={"model": payload, "usage": {"prompt_tokens": 2, "total_tokens": 3}},
-        )
+        paid_reply(conversation, prompt=2, completion=1, model=payload)
     query = "?next=" + quote(PAYLOADS["attr-event-injection"])
 
     # The chart is an inline <svg>, as the admin's icons are.

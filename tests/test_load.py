@@ -41,6 +41,8 @@ async def test_200_concurrent_streams_are_all_stored_exactly_as_received(
     # The suite's 5 s limit catches a silent model quickly; here 200 streams share two busy
     # cores with the fake model, and a late token is not what this test is about.
     settings.OPENAI_TIMEOUT = settings.OPENAI_CONNECT_TIMEOUT = 60.0
+    # Each user streams in all their conversations at once.
+    settings.CHAT_MAX_REPLIES_PER_USER = CONVERSATIONS_EACH
     fake_openai.default = Reply(chunks=WORDS, delay=0.01)
     people = await sync_to_async(signed_in_users)()
     streams = []  # (client, conversation, socket)

@@ -19,6 +19,7 @@ from accounts.models import ApiToken, User
 from conversations import generation, quota, usage
 from conversations.models import Conversation, Message
 from tests.fake_openai import Reply
+from tests.ledger import paid_reply
 
 HTMX = {"HX-Request": "true"}
 QUOTA = 1000
@@ -26,16 +27,7 @@ QUOTA = 1000
 
 def spend(conversation: Conversation, total: int, *, at=None) -> Message:
     """A finished reply that cost `total` tokens, written `at` (now by default)."""
-    return Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        content="An earlier answer",
-        created_at=at or timezone.now(),
-        metadata={
-            "model": "gpt-4o-mini",
-            "usage": {"prompt_tokens": total - 1, "completion_tokens": 1, "total_tokens": total},
-        },
-    )
+    return paid_reply(conversation, prompt=total - 1, completion=1, created_at=at)
 
 
 aspend = sync_to_async(spend)

@@ -12,8 +12,9 @@ from django.urls import reverse
 
 from accounts.models import User
 from conversations import usage
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UsageEntry
 from tests.conftest import PASSWORD
+from tests.ledger import paid_reply
 
 MODEL_A = "gpt-4o-mini"
 MODEL_B = "llama3.2"
@@ -30,20 +31,9 @@ def add_reply(
     **fields,
 ) -> Message:
     """A reply the model wrote at `hour` o'clock on `day` (in TIME_ZONE), with its usage."""
-    return Message.objects.create(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        content="An answer",
-        created_at=usage.start_of_day(day) + timedelta(hours=hour),
-        metadata={
-            "model": model,
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-        },
-        **fields,
+    at = usage.start_of_day(day) + timedelta(hours=hour)
+    return paid_reply(
+        conversation, model=model, prompt=prompt, completion=completion, created_at=at, **fields
     )
 
 
@@ -70,13 +60,24 @@ def history(alice: User, bob: User, make_conversation) -> dict[str, list[Message
         add_reply(work, today - timedelta(days=3), model=MODEL_B, prompt=60, completion=20),
         add_reply(work, today - timedelta(days=29), model=MODEL_B, prompt=5, completion=5, hour=0),
     ]
-    # A reply still streaming has no usage yet: it counts as a reply with no tokens.
+    # A reply still streaming has only reserved an estimate: it counts as a reply, and its
+    # tokens once it has finished.
     streaming = Message.objects.create(
         conversation=trip,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
         created_at=usage.start_of_day(today),
         metadata={"model": MODEL_A},
+    )
+    UsageEntry.objects.create(
+        user=alice,
+        created_at=streaming.created_at,
+        model=MODEL_A,
+        prompt_tokens=100,
+        completion_tokens=1024,
+        total_tokens=1124,
+        reply_id=streaming.pk,
+        message=streaming,
     )
     too_old = add_reply(trip, today - timedelta(days=30), model=MODEL_A, prompt=5000, completion=1)
     bobs = make_conversation(owner=bob, title="Bob's")
@@ -281,6 +282,29 @@ class TestAdminTotals:
         assert table_rows(only_today.content.decode(), "usage-by-user")[alice.email][-1] == str(
             tokens(todays)
         )
+
+    def test_staff_read_the_ledger_entry_by_entry_but_cannot_change_it(
+        self, staff_client: Client, alice: User, history
+    ):
+        entry = UsageEntry.objects.get(reply_id=history["alice"][1].pk)
+        entry.conversation.delete()  # the ledger keeps what a deleted conversation cost
+
+        listing = staff_client.get(reverse("admin:conversations_usageentry_changelist"))
+        detail = staff_client.get(reverse("admin:conversations_usageentry_change", args=[entry.pk]))
+
+        page = listing.content.decode()
+        assert listing.status_code == 200
+        assert f"{UsageEntry.objects.count()} usage entries" in page
+        assert alice.email in page and MODEL_B in page
+        assert detail.status_code == 200
+        assert 'name="total_tokens"' not in detail.content.decode()  # read only
+        assert (
+            staff_client.post(
+                reverse("admin:conversations_usageentry_delete", args=[entry.pk]), {"post": "yes"}
+            ).status_code
+            == 403
+        )
+        assert UsageEntry.objects.filter(pk=entry.pk).exists()
 
     def test_it_is_for_staff_only(self, alice_client: Client, client: Client):
         url = reverse("admin:conversations_message_usage")
