@@ -71,7 +71,7 @@ class ConversationAdmin(admin.ModelAdmin):
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = [
-        "short_content", "role", "status", "model", "prompt_tokens", "completion_tokens",
+        "short_content", "role", "status", "reply_model", "prompt_tokens", "completion_tokens",
         "total_tokens", "conversation_owner", "created_at",
     ]  # fmt: skip
     list_filter = ["role", "status", ("created_at", admin.DateFieldListFilter), ModelFilter]
@@ -110,8 +110,9 @@ class MessageAdmin(admin.ModelAdmin):
     def conversation_owner(self, message: Message) -> str:
         return message.conversation.owner.email
 
+    # Not `model`: a ModelAdmin's `model` is the model class it administers.
     @admin.display(description="Model", ordering="metadata__model")
-    def model(self, message: Message) -> str:
+    def reply_model(self, message: Message) -> str:
         return message.metadata.get("model", "")
 
     @admin.display(description="Prompt tokens")
