@@ -1,12 +1,16 @@
-"""Middleware of our own: response headers Django's settings cannot set, static files."""
+"""Middleware of our own: response headers Django's settings cannot set, static files, and
+requests refused before any view reads them."""
 
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
+
+from conversations.errors import api_error, is_api
 
 # Scripts, styles, images, fonts and connections (the websocket included: in CSP 3 'self'
 # matches ws: and wss: on the page's own host) come from this site only, and never inline.
@@ -47,6 +51,47 @@ def content_security_policy(
         response = get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+    return middleware
+
+
+NULL_IN_QUERY = "A null character (%00) in a web address is not accepted."
+
+
+def _has_null_in_query(request: HttpRequest) -> bool:
+    query = request.META.get("QUERY_STRING", "")
+    return "%00" in query or "\x00" in query
+
+
+def _null_refusal(request: HttpRequest) -> HttpResponse:
+    if is_api(request):
+        return api_error(400, "invalid", NULL_IN_QUERY)
+    return render(request, "400.html", {"message": NULL_IN_QUERY}, status=400)
+
+
+@sync_and_async_middleware
+def refuse_null_in_queries(
+    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+):
+    """A request whose query string holds a NUL character is answered 400, JSON for the API.
+
+    No parameter means anything with one, and PostgreSQL refuses NUL in any text it is sent:
+    a search, a list filter in the admin or any later parameter would fail with a server error.
+    Forms need nothing of this: Django's form fields refuse NUL themselves.
+    """
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            if _has_null_in_query(request):
+                return await sync_to_async(_null_refusal)(request)
+            return await get_response(request)
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if _has_null_in_query(request):
+            return _null_refusal(request)
+        return get_response(request)
 
     return middleware
 

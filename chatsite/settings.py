@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "chatsite.middleware.refuse_null_in_queries",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
