@@ -7,6 +7,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_cache_control
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -51,6 +52,46 @@ def content_security_policy(
         response = get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+    return middleware
+
+
+def _carries_credentials(request: HttpRequest, response: HttpResponse) -> bool:
+    session = settings.SESSION_COOKIE_NAME
+    return (
+        session in request.COOKIES
+        or "Authorization" in request.headers
+        or session in response.cookies  # signing in
+    )
+
+
+def _keep_private(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if _carries_credentials(request, response):
+        patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@sync_and_async_middleware
+def private_responses_not_stored(
+    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+):
+    """`Cache-Control: private, no-store` on every response to a request that carries a session
+    or an API token: chat pages, API answers, exports and settings are one person's, and no
+    cache, a proxy's or the browser's own disk, may keep them after that person signs out.
+
+    It goes by the credentials sent, not by the user they prove: reading the session here would
+    cost every request a query. Static files are answered before this (WhiteNoise, cached for a
+    year), and the public share page sends its own no-store (conversations/sharing.py).
+    """
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            return _keep_private(request, await get_response(request))
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        return _keep_private(request, get_response(request))
 
     return middleware
 
