@@ -67,7 +67,7 @@ def test_the_answer_that_signs_a_user_in_is_kept_by_no_cache(alice, client):
 
 @pytest.mark.django_db
 def test_a_share_page_is_kept_by_no_cache_even_for_a_visitor_signed_out(client, conversation):
-    share = ShareLink.objects.create(conversation=conversation)
+    share = ShareLink.snapshot_of(conversation)
 
     response = client.get(share.get_absolute_url())
 

@@ -920,7 +920,7 @@ def test_hostile_text_in_code_blocks_and_language_names_stays_text(
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_a_share_link_page(hostile, client):
     payload, conversation, _, _ = hostile
-    share = ShareLink.objects.create(conversation=conversation)
+    share = ShareLink.snapshot_of(conversation)
 
     page = assert_inert(client.get(share.get_absolute_url()).content.decode())
 
