@@ -1,12 +1,17 @@
-"""Middleware of our own: response headers Django's settings cannot set, static files."""
+"""Middleware of our own: response headers Django's settings cannot set, static files, and
+requests refused before any view reads them."""
 
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.cache import patch_cache_control
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
+
+from conversations.errors import api_error, is_api
 
 # Scripts, styles, images, fonts and connections (the websocket included: in CSP 3 'self'
 # matches ws: and wss: on the page's own host) come from this site only, and never inline.
@@ -47,6 +52,87 @@ def content_security_policy(
         response = get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+    return middleware
+
+
+def _carries_credentials(request: HttpRequest, response: HttpResponse) -> bool:
+    session = settings.SESSION_COOKIE_NAME
+    return (
+        session in request.COOKIES
+        or "Authorization" in request.headers
+        or session in response.cookies  # signing in
+    )
+
+
+def _keep_private(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    if _carries_credentials(request, response):
+        patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+@sync_and_async_middleware
+def private_responses_not_stored(
+    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+):
+    """`Cache-Control: private, no-store` on every response to a request that carries a session
+    or an API token: chat pages, API answers, exports and settings are one person's, and no
+    cache, a proxy's or the browser's own disk, may keep them after that person signs out.
+
+    It goes by the credentials sent, not by the user they prove: reading the session here would
+    cost every request a query. Static files are answered before this (WhiteNoise, cached for a
+    year), and the public share page sends its own no-store (conversations/sharing.py).
+    """
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            return _keep_private(request, await get_response(request))
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        return _keep_private(request, get_response(request))
+
+    return middleware
+
+
+NULL_IN_QUERY = "A null character (%00) in a web address is not accepted."
+
+
+def _has_null_in_query(request: HttpRequest) -> bool:
+    query = request.META.get("QUERY_STRING", "")
+    return "%00" in query or "\x00" in query
+
+
+def _null_refusal(request: HttpRequest) -> HttpResponse:
+    if is_api(request):
+        return api_error(400, "invalid", NULL_IN_QUERY)
+    return render(request, "400.html", {"message": NULL_IN_QUERY}, status=400)
+
+
+@sync_and_async_middleware
+def refuse_null_in_queries(
+    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+):
+    """A request whose query string holds a NUL character is answered 400, JSON for the API.
+
+    No parameter means anything with one, and PostgreSQL refuses NUL in any text it is sent:
+    a search, a list filter in the admin or any later parameter would fail with a server error.
+    Forms need nothing of this: Django's form fields refuse NUL themselves.
+    """
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            if _has_null_in_query(request):
+                return await sync_to_async(_null_refusal)(request)
+            return await get_response(request)
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if _has_null_in_query(request):
+            return _null_refusal(request)
+        return get_response(request)
 
     return middleware
 

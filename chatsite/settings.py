@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "chatsite.middleware.content_security_policy",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "chatsite.middleware.StaticFilesMiddleware",
+    # After static files, which keep their own policy; around everything else.
+    "chatsite.middleware.private_responses_not_stored",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "chatsite.middleware.refuse_null_in_queries",
 ]
 
 ROOT_URLCONF = "chatsite.urls"

@@ -1,10 +1,16 @@
-from datetime import timedelta
+import re
+from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
 from django.db.models import Count
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -31,6 +37,70 @@ class ModelFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DrillDownChangeList(ChangeList):
+    """Django's change list, with a date drill-down past the calendar's end (the year 9999, its
+    December, its last day) refused as any filter it cannot apply is: back to the list. Django
+    computes the end of the period without checking, and fails with a server error."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
+class DrillDownAdmin(admin.ModelAdmin):
+    def get_changelist(self, request, **kwargs):
+        return DrillDownChangeList
+
+
+# PostgreSQL's jsonb refuses NUL; UTF-8 cannot encode half a surrogate pair (JSON can spell
+# both, as \u0000 and \ud800).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: object) -> bool:
+    """Whether no string in a JSON value, key or value, holds an UNSTORABLE character. Without
+    recursion, whatever the value's depth."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and UNSTORABLE.search(item):
+            return False
+        if isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
+
+
+class StorableJSONField(forms.JSONField):
+    """The admin's JSON box, refusing what it cannot store or read with a message instead of a
+    server error: NUL characters and lone surrogates, and JSON nested too deeply to parse. Such
+    input is shown again as it was typed."""
+
+    def to_python(self, value):
+        try:
+            converted = super().to_python(value)
+        except RecursionError:
+            raise ValidationError("This JSON is nested too deeply.", code="invalid") from None
+        if not _storable(converted):
+            raise ValidationError(
+                "JSON here cannot hold a null character (\\u0000) or a lone UTF-16 surrogate "
+                "(\\ud800 to \\udfff).",
+                code="invalid",
+            )
+        return converted
+
+    def bound_data(self, data, initial):
+        try:
+            bound = super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
+        return bound if _storable(bound) else InvalidJSONInput(data)
+
+
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
@@ -45,7 +115,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(DrillDownAdmin):
     list_display = ["display_title", "owner", "message_count", "created_at", "updated_at"]
     list_filter = ["created_at", "updated_at"]
     search_fields = ["title", "owner__email"]
@@ -55,6 +125,7 @@ class ConversationAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "owner", "created_at", "updated_at"]
     fields = ["id", "owner", "title", "metadata", "created_at", "updated_at"]
     inlines = [MessageInline]
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(message_total=Count("messages"))
@@ -69,9 +140,9 @@ class ConversationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(DrillDownAdmin):
     list_display = [
-        "short_content", "role", "status", "model", "prompt_tokens", "completion_tokens",
+        "short_content", "role", "status", "reply_model", "prompt_tokens", "completion_tokens",
         "total_tokens", "conversation_owner", "created_at",
     ]  # fmt: skip
     list_filter = ["role", "status", ("created_at", admin.DateFieldListFilter), ModelFilter]
@@ -110,8 +181,9 @@ class MessageAdmin(admin.ModelAdmin):
     def conversation_owner(self, message: Message) -> str:
         return message.conversation.owner.email
 
+    # Not `model`: a ModelAdmin's `model` is the model class it administers.
     @admin.display(description="Model", ordering="metadata__model")
-    def model(self, message: Message) -> str:
+    def reply_model(self, message: Message) -> str:
         return message.metadata.get("model", "")
 
     @admin.display(description="Prompt tokens")
@@ -160,16 +232,33 @@ class MessageAdmin(admin.ModelAdmin):
             "by_user": usage.totals_by_user(start, end),
             "by_model": usage.totals_by_model(start, end),
         }
-        return TemplateResponse(request, "admin/conversations/usage.html", context)
+        status = 400 if form.errors else 200
+        return TemplateResponse(request, "admin/conversations/usage.html", context, status=status)
+
+
+# A day whose start and end are moments in every time zone: not the calendar's first or last.
+FIRST_DAY, LAST_DAY = date.min + timedelta(days=1), date.max - timedelta(days=1)
+DAY_RANGE = f"Choose a day from {FIRST_DAY:%-d %B} 1 to {LAST_DAY:%-d %B %Y}."
+
+
+def _period_day() -> forms.DateField:
+    return forms.DateField(
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        validators=[
+            MinValueValidator(FIRST_DAY, message=DAY_RANGE),
+            MaxValueValidator(LAST_DAY, message=DAY_RANGE),
+        ],
+    )
 
 
 class UsagePeriodForm(forms.Form):
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    since = _period_day()
+    until = _period_day()
 
 
 @admin.register(UsageEntry)
-class UsageEntryAdmin(admin.ModelAdmin):
+class UsageEntryAdmin(DrillDownAdmin):
     """The usage ledger: what each reply cost, read only (it is what the quota counts)."""
 
     list_display = [

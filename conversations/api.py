@@ -14,9 +14,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import wraps
 
 from asgiref.sync import sync_to_async
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Half of a UTF-16 pair, alone: JSON can spell it ("\ud800"), but it is no character, and
+# neither UTF-8 nor a database can hold it. (json.loads joins a whole pair into one character.)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 NOT_FOUND_MESSAGE = "No such conversation."
 
@@ -207,6 +211,8 @@ def _json_body(request: HttpRequest) -> dict:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     return data
@@ -221,6 +227,13 @@ def _text_field(data: dict, name: str, *, required: bool) -> str | None:
         raise ApiError(400, "invalid", f"`{name}` must be a string.")
     if "\x00" in data[name]:
         raise ApiError(400, "invalid", "Null characters are not allowed.")
+    if LONE_SURROGATE.search(data[name]):
+        raise ApiError(
+            400,
+            "invalid",
+            f"`{name}` is not valid Unicode. A lone UTF-16 surrogate (\\ud800 to \\udfff) "
+            "is not text.",
+        )
     return data[name].strip()
 
 
@@ -275,8 +288,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         updated_at, conversation_id = datetime.fromisoformat(moment), uuid.UUID(pk)
         if updated_at.tzinfo is None:
             raise ValueError("a cursor's time has a zone")
-        return updated_at, conversation_id
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return updated_at.astimezone(UTC), conversation_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise ApiError(400, "invalid", "`cursor` is not one this API gave out.") from None
 
 
@@ -284,7 +297,8 @@ def _page_size(request: HttpRequest) -> int:
     value = request.GET.get("limit", "")
     if not value:
         return PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+    # ASCII digits only: str.isdigit also takes "²", which int() refuses.
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE_SIZE:
         raise ApiError(400, "invalid", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
     return int(value)
 

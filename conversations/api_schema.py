@@ -28,7 +28,11 @@ UNAUTHORIZED = _error(
 )
 FORBIDDEN = _error("A signed-in browser session sent an unsafe request without its CSRF token.")
 NOT_FOUND = _error("No such conversation, or not yours: the two look the same.")
-INVALID = _error("The request body is not valid JSON, or a field is missing or wrong.")
+INVALID = _error(
+    "`invalid_json`: the request body is not JSON, or is nested too deeply. `invalid`: a field "
+    "or parameter is missing or wrong, or holds what is not text (a NUL character, or a lone "
+    "UTF-16 surrogate such as `\\ud800`)."
+)
 LIMITED = _error(
     "Nothing was stored: the daily token quota is spent (`quota_exceeded`), or you have as many "
     "replies being written as you may (`too_many_replies`). `Retry-After` says when to try again."
@@ -56,7 +60,9 @@ SCHEMA = {
             "Your conversations, as JSON. Authenticate with a personal API token "
             "(`Authorization: Bearer <token>`, created on the API tokens page), or with the "
             "browser session, whose unsafe requests need the CSRF token. Errors are "
-            '`{"error": {"code": "...", "message": "..."}}`.'
+            '`{"error": {"code": "...", "message": "..."}}`. A query string holding a NUL '
+            "character (`%00`) is refused on every path with 400 `invalid`. Answers are marked "
+            "`Cache-Control: private, no-store`."
         ),
     },
     "servers": [{"url": "/"}],

@@ -186,6 +186,10 @@ def new_share_token() -> str:
 class ShareLink(models.Model):
     """A read-only public link to a conversation as it stood when the link was made.
 
+    The link keeps a copy of what it shows, its title and its messages, made when it was
+    created: later messages, renames, regenerations and edits, and any text written to a
+    message afterwards, stay with the owner. A reply still being written is never copied.
+
     The token is kept as it is, not hashed: whoever can read this table can read the
     conversation itself, so a hash would protect nothing, and the owner can copy the link
     again at any time. 32 random bytes make it unguessable.
@@ -195,9 +199,12 @@ class ShareLink(models.Model):
         Conversation, on_delete=models.CASCADE, related_name="share_links"
     )
     token = models.CharField(max_length=64, unique=True, default=new_share_token, editable=False)
-    # Also the moment of the snapshot: the link shows the messages that were current then.
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # What the link shows, copied when it was made; emptied when it is revoked.
+    title = models.CharField(max_length=TITLE_MAX_LENGTH, blank=True)
+    # The messages current then, oldest first: [{"id", "role", "status", "content"}, ...].
+    snapshot = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [
@@ -214,22 +221,41 @@ class ShareLink(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("share", args=[self.token])
 
-    def messages(self) -> list[Message]:
-        """The conversation's messages as they stood when the link was made: each current
-        then, even if regenerated or edited since; none added later."""
-        moment = self.created_at
-        current_then = models.Q(superseded_by__isnull=True) | models.Q(
-            superseded_by__created_at__gt=moment
+    @classmethod
+    def snapshot_of(cls, conversation: Conversation) -> "ShareLink":
+        """A new link to the conversation as it stands: its title and a copy of its current
+        messages, but for a reply still being written."""
+        current = (
+            conversation.messages.filter(superseded_by__isnull=True)
+            .exclude(status=Message.Status.STREAMING)
+            .order_by("created_at")
+            .values_list("pk", "role", "status", "content")
         )
-        candidates = self.conversation.messages.filter(
-            current_then, created_at__lte=moment
-        ).order_by("created_at")
-        # All versions replaced later by the same message are one place in the conversation;
-        # the newest of them was the current one. Oldest first, so the newest stays.
-        by_place: dict[uuid.UUID, Message] = {}
-        for message in candidates:
-            by_place[message.superseded_by_id or message.pk] = message
-        shown = sorted(by_place.values(), key=lambda message: message.created_at)
+        return cls.objects.create(
+            conversation=conversation,
+            title=conversation.title,
+            snapshot=[
+                {"id": str(pk), "role": role, "status": status, "content": content}
+                for pk, role, status, content in current
+            ],
+        )
+
+    @property
+    def display_title(self) -> str:
+        return self.title or "New chat"
+
+    def messages(self) -> list[Message]:
+        """The copied messages, rendered, as (unsaved) Messages a template can show."""
+        shown = [
+            Message(
+                id=uuid.UUID(entry["id"]),
+                conversation_id=self.conversation_id,
+                role=entry["role"],
+                status=entry["status"],
+                content=entry["content"],
+            )
+            for entry in self.snapshot
+        ]
         render_markdown_cached(shown)
         return shown
 

@@ -4,6 +4,7 @@ Everything else calls `stream_reply()`, which yields text deltas and ends with o
 or raises `ProviderError` carrying a message fit to show the user. Nothing else imports `openai`.
 """
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -130,10 +131,14 @@ def list_models(chosen: providers.Provider) -> list[str]:
         ) from error
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _storable(text: str) -> str:
     """Text from the provider as the database can keep it: PostgreSQL refuses NUL characters
-    (in text and in JSON alike), and one in a reply would lose the whole reply."""
-    return text.replace("\x00", "\ufffd")
+    (in text and in JSON alike), and UTF-8 cannot encode half a surrogate pair (which JSON can
+    spell); either in a reply would lose the whole reply."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _status_error_message(error: openai.APIStatusError) -> ProviderError:

@@ -1,5 +1,10 @@
 """Read-only public links to a conversation: the owner creates and revokes them, anyone who
-has one reads the conversation as it stood when the link was made, and nothing else."""
+has one reads the conversation as it stood when the link was made, and nothing else.
+
+A link keeps a copy of its title and messages (ShareLink.snapshot_of). It is made only when no
+reply is being written: a link freezes finished replies, never half of one, and the owner is
+told to wait rather than given a link that stops mid-sentence.
+"""
 
 import uuid
 
@@ -10,9 +15,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .models import Conversation, ShareLink
+from .generation import mark_stale_replies_interrupted
+from .models import Conversation, Message, ShareLink
 
 PANEL_TEMPLATE = "conversations/rich/share_panel.html"
+REPLY_IN_PROGRESS = (
+    "A reply is still being written. Create the link once it has finished: a link shows "
+    "finished replies only."
+)
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
@@ -42,10 +52,22 @@ def share_create(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
     """Make the conversation's share link, or keep the one it has."""
     conversation = _get_conversation_for_user(request, conversation_id)
     with transaction.atomic():
-        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
-        if active_share(conversation) is None:
-            ShareLink.objects.create(conversation=conversation)
+        # Locked, as a send locks it to store a turn: no reply starts while the copy is made.
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if active_share(locked) is None:
+            if _reply_in_progress(locked):
+                return _panel(request, locked, refusal=REPLY_IN_PROGRESS)
+            ShareLink.snapshot_of(locked)
     return _panel(request, conversation)
+
+
+def _reply_in_progress(conversation: Conversation) -> bool:
+    """Whether a reply is being written; one whose process died is marked interrupted first."""
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
+    if not streaming.exists():
+        return False
+    mark_stale_replies_interrupted(conversation_id=conversation.pk)
+    return streaming.exists()
 
 
 @login_required
@@ -53,8 +75,9 @@ def share_create(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
 def share_revoke(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """End every link to the conversation at once: they answer 404 from now on."""
     conversation = _get_conversation_for_user(request, conversation_id)
+    # The copies go too: a revoked link answers 404 and keeps nothing of the conversation.
     revoked = conversation.share_links.filter(revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
+        revoked_at=timezone.now(), title="", snapshot=[]
     )
     return _panel(request, conversation, revoked=bool(revoked))
 
@@ -62,21 +85,14 @@ def share_revoke(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
 @require_GET
 def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
     """The public, read-only page of a share link. Revoked and unknown links are both 404."""
-    share = (
-        ShareLink.objects.select_related("conversation")
-        .filter(token=token, revoked_at__isnull=True)
-        .first()
-    )
+    share = ShareLink.objects.filter(token=token, revoked_at__isnull=True).first()
     if share is None:
         raise Http404("No such link.")
-    context = {
-        "share": share,
-        "conversation": share.conversation,
-        "chat_messages": share.messages(),
-    }
+    context = {"share": share, "chat_messages": share.messages()}
     response = render(request, "conversations/share.html", context)
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Referrer-Policy"] = "no-referrer"
-    # The page changes when the link is revoked: no shared cache may keep it.
+    # Public, but its owner can revoke it at any moment: no cache, a proxy's or the browser's,
+    # may keep a copy that outlives the link.
     response["Cache-Control"] = "private, no-store"
     return response

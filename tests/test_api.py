@@ -251,6 +251,10 @@ def test_the_list_pages_through_all_of_ones_conversations_newest_first(
     assert pages == 3
 
 
+def cursor_at(moment: str) -> str:
+    return base64.urlsafe_b64encode(f"{moment}|{uuid.uuid4()}".encode()).decode()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "query",
@@ -258,10 +262,26 @@ def test_the_list_pages_through_all_of_ones_conversations_newest_first(
         {"limit": "0"},
         {"limit": "101"},
         {"limit": "ten"},
+        {"limit": "\N{SUPERSCRIPT TWO}"},  # a digit to str.isdigit, not to int()
+        {"limit": "\N{ARABIC-INDIC DIGIT THREE}"},
+        {"limit": " 5"},
         {"cursor": "!!not-ours"},
-        {"cursor": base64.urlsafe_b64encode(f"2026-01-01T00:00|{uuid.uuid4()}".encode()).decode()},
+        {"cursor": cursor_at("2026-01-01T00:00")},
+        {"cursor": cursor_at("0001-01-01T00:00:00+01:00")},  # the year 0 in UTC
+        {"cursor": cursor_at("9999-12-31T23:59:59-01:00")},  # the year 10000 in UTC
     ],
-    ids=["zero", "too-many", "not-a-number", "not-base64", "time-without-zone"],
+    ids=[
+        "zero",
+        "too-many",
+        "not-a-number",
+        "superscript",
+        "other-script",
+        "space",
+        "not-base64",
+        "time-without-zone",
+        "before-the-calendar",
+        "after-the-calendar",
+    ],
 )
 def test_a_bad_page_request_is_a_400(query, token_client):
     response = token_client.get(reverse("api_conversations"), query)

@@ -350,6 +350,209 @@ def test_a_message_with_a_nul_character_is_refused_and_nothing_is_stored(
     assert stored_state() == before
 
 
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_half_a_surrogate_pair_from_the_model_cannot_lose_the_reply(
+    open_socket, alice_async_client, conversation, fake_openai
+):
+    """JSON can spell half of a UTF-16 pair (`"\ud800"`), which is no character at all: UTF-8
+    cannot encode it, so neither database nor socket can take it. It becomes U+FFFD."""
+    fake_openai.script(Reply(chunks=["Half ", "a pair\ud800", " here."], model="model\udfff"))
+    socket = await open_socket(conversation)
+
+    await alice_async_client.post(
+        reverse("message_send", args=[conversation.pk]), {"text": "Hi"}, headers=HTMX
+    )
+    reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
+    final = await socket.receive_until_done(reply)
+    await generation.wait_for(reply.pk)
+    await reply.arefresh_from_db()
+
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "Half a pair\ufffd here."
+    assert reply.metadata["model"] == "model\ufffd"
+    assert reply.content in html.unescape(final)
+
+
+# --------------------------------------------------------------------------- #
+# Malformed requests: a clear 4xx, and nothing half made
+# --------------------------------------------------------------------------- #
+
+DEEPLY_NESTED_ARRAY = "[" * 100_000 + "]" * 100_000
+DEEPLY_NESTED_OBJECT = '{"title":' * 100_000 + '"x"' + "}" * 100_000
+NOT_VALID_UNICODE = "A lone UTF-16 surrogate (\\ud800 to \\udfff) is not text."
+
+
+def json_body(**fields: str) -> str:
+    """A JSON object whose values are given already spelled as JSON (escapes and all)."""
+    return "{" + ",".join(f'"{name}": "{value}"' for name, value in fields.items()) + "}"
+
+
+def api_url(route: str, conversation: Conversation) -> str:
+    return reverse(route, args=[] if route == "api_conversations" else [conversation.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("method", "route", "body", "code", "message"),
+    [
+        ("POST", "api_conversations", DEEPLY_NESTED_ARRAY, "invalid_json", "nested too deeply"),
+        ("POST", "api_conversations", DEEPLY_NESTED_OBJECT, "invalid_json", "nested too deeply"),
+        ("PATCH", "api_conversation", DEEPLY_NESTED_OBJECT, "invalid_json", "nested too deeply"),
+        ("POST", "api_messages", DEEPLY_NESTED_ARRAY, "invalid_json", "nested too deeply"),
+        ("POST", "api_conversations", json_body(content="Hi \\ud800"), "invalid", "`content`"),
+        ("POST", "api_conversations", json_body(title="\\udfff"), "invalid", "`title`"),
+        (
+            "POST",
+            "api_conversations",
+            json_body(title="Fine", content="\\udc00 trailing half"),
+            "invalid",
+            "`content`",
+        ),
+        ("PATCH", "api_conversation", json_body(title="Half \\ud83d"), "invalid", "`title`"),
+        ("POST", "api_messages", json_body(content="\\ud800\\ud800"), "invalid", "`content`"),
+    ],
+    ids=[
+        "nested-array",
+        "nested-object",
+        "rename-nested",
+        "send-nested",
+        "start-with-surrogate",
+        "title-surrogate",
+        "titled-start-with-surrogate",
+        "rename-surrogate",
+        "send-surrogate",
+    ],
+)
+def test_api_bodies_no_database_can_take_are_a_json_400_and_nothing_is_stored(
+    method, route, body, code, message, conversation, alice_client
+):
+    before = stored_state()
+
+    response = getattr(alice_client, method.lower())(
+        api_url(route, conversation), body, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert message in error["message"]
+    if code == "invalid":
+        assert NOT_VALID_UNICODE in error["message"]
+    assert stored_state() == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_well_formed_surrogate_pair_is_an_ordinary_character(conversation, alice_client):
+    response = alice_client.patch(
+        api_url("api_conversation", conversation),
+        json_body(title="Smile \\ud83d\\ude00"),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 200
+    conversation.refresh_from_db()
+    assert conversation.title == "Smile \N{GRINNING FACE}"
+
+
+NUL_REFUSAL = "A null character (%00) in a web address is not accepted."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/search/?q=Lisbon%00",
+        "/search/?q=Lisbon&page=%00",
+        "/api/v1/conversations?limit=%00",
+        "/admin/conversations/message/?role=%00",
+        "/admin/conversations/message/?status=as%00sistant",
+        "/admin/conversations/conversation/?q=%00",
+    ],
+    ids=["search", "search-page", "api", "admin-role", "admin-status", "admin-search"],
+)
+def test_a_null_character_in_a_query_is_a_400_that_says_so(url, conversation, admin_client):
+    response = admin_client.get(url)
+
+    assert response.status_code == 400
+    if url.startswith("/api/"):
+        assert response.json()["error"] == {"code": "invalid", "message": NUL_REFUSAL}
+    else:
+        assert NUL_REFUSAL in parse(response.content.decode()).by_id("main").text()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [("2026-01-01", "9999-12-31"), ("0001-01-01", "2026-01-01")],
+    ids=["last-day", "first-day"],
+)
+def test_the_admin_usage_period_refuses_the_calendars_edges(since, until, admin_client):
+    response = admin_client.get(
+        reverse("admin:conversations_message_usage"), {"since": since, "until": until}
+    )
+
+    assert response.status_code == 400
+    errors = parse(response.content.decode()).by_id("usage-period").all(class_name="errorlist")
+    assert errors and "Choose a day from" in errors[0].text()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ('{"model": "a\\u0000b"}', "cannot hold a null character"),
+        ('{"a\\u0000": 1}', "cannot hold a null character"),
+        ('{"notes": ["\\ud800"]}', "or a lone UTF-16 surrogate"),
+        (DEEPLY_NESTED_ARRAY, "nested too deeply"),
+    ],
+    ids=["nul", "nul-in-key", "surrogate", "nested"],
+)
+def test_the_admins_json_box_refuses_what_it_cannot_store_and_shows_it_again(
+    metadata, error, conversation, admin_client
+):
+    before = Conversation.objects.values_list("title", "metadata").get(pk=conversation.pk)
+
+    response = admin_client.post(
+        reverse("admin:conversations_conversation_change", args=[conversation.pk]),
+        {"title": "Changed", "metadata": metadata, "messages-TOTAL_FORMS": "0"}
+        | {"messages-INITIAL_FORMS": "0"},
+    )
+
+    assert response.status_code == 200  # the admin's answer to a form with errors
+    page = parse(response.content.decode())
+    (errors,) = page.all(class_name="errorlist")
+    assert error in errors.text()
+    (box,) = [box for box in page.all("textarea") if box.attrs["name"] == "metadata"]
+    assert box.text().removeprefix("\n") == metadata  # HTML drops a textarea's first newline
+    assert Conversation.objects.values_list("title", "metadata").get(pk=conversation.pk) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "drill_down",
+    [
+        {"year": "9999"},
+        {"year": "9999", "month": "12"},
+        {"year": "9999", "month": "12", "day": "31"},
+    ],
+    ids=["year", "month", "day"],
+)
+@pytest.mark.parametrize("model", ["conversation", "message"])
+def test_the_admins_date_drill_down_to_the_last_year_is_an_invalid_lookup(
+    model, drill_down, admin_client
+):
+    """The admin's answer to any filter it cannot apply: back to the list, unfiltered."""
+    changelist = reverse(f"admin:conversations_{model}_changelist")
+    query = {f"created_at__{part}": value for part, value in drill_down.items()}
+
+    response = admin_client.get(changelist, query)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{changelist}?e=1"
+
+
 # --------------------------------------------------------------------------- #
 # Websockets from elsewhere, and junk on them
 # --------------------------------------------------------------------------- #
@@ -644,7 +847,7 @@ def test_hostile_text_in_code_blocks_and_language_names_stays_text(
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_a_share_link_page(hostile, client):
     payload, conversation, _, _ = hostile
-    share = ShareLink.objects.create(conversation=conversation)
+    share = ShareLink.snapshot_of(conversation)
 
     page = assert_inert(client.get(share.get_absolute_url()).content.decode())
 

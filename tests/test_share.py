@@ -4,6 +4,9 @@ it; anyone holding it reads that snapshot, signed out, and sees nothing else."""
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -18,11 +21,21 @@ HTMX = {"HX-Request": "true"}
 
 @pytest.fixture
 def shared(conversation: Conversation) -> ShareLink:
-    return ShareLink.objects.create(conversation=conversation)
+    return ShareLink.snapshot_of(conversation)
 
 
 def create_link(client: Client, conversation: Conversation):
     return client.post(reverse("share_create", args=[conversation.pk]), headers=HTMX)
+
+
+def shown_texts(client: Client, share: ShareLink) -> list[str]:
+    page = parse(client.get(share.get_absolute_url()).content.decode())
+    return [body.text().strip() for body in page.all("div", "message-body")]
+
+
+def shown_title(client: Client, share: ShareLink) -> tuple[str, str]:
+    page = parse(client.get(share.get_absolute_url()).content.decode())
+    return page.by_id("conversation-title").text(), page.all("title")[0].text()
 
 
 class TestCreating:
@@ -100,7 +113,7 @@ class TestThePublicPage:
             ],
         )
         make_conversation(title="Alice's other conversation", history=[("user", "private")])
-        share = ShareLink.objects.create(conversation=conversation)
+        share = ShareLink.snapshot_of(conversation)
 
         response = client.get(share.get_absolute_url())
 
@@ -179,7 +192,7 @@ class TestTheSnapshot:
     and edits stay with the owner until they share again."""
 
     def test_messages_added_later_are_not_shown(self, client, conversation) -> None:
-        share = ShareLink.objects.create(conversation=conversation)
+        share = ShareLink.snapshot_of(conversation)
         conversation.messages.create(
             role="user",
             content="A later question",
@@ -192,7 +205,7 @@ class TestTheSnapshot:
         assert "A later question" not in page
 
     def test_a_reply_regenerated_later_shows_as_it_was(self, client, conversation) -> None:
-        share = ShareLink.objects.create(conversation=conversation)
+        share = ShareLink.snapshot_of(conversation)
         old = conversation.messages.get(role="assistant")
         for n in (1, 2):  # regenerated twice: the earlier versions all point at the newest
             new = conversation.messages.create(
@@ -209,6 +222,36 @@ class TestTheSnapshot:
         texts = [body.text().strip() for body in page.all("div", "message-body")]
         assert texts == ["Where should I go in May?", "Try Lisbon."]
 
+    def test_a_rename_later_is_not_shown(self, alice_client, client, conversation) -> None:
+        create_link(alice_client, conversation)
+        alice_client.post(
+            reverse("conversation_rename", args=[conversation.pk]), {"title": "Secret new name"}
+        )
+        conversation.refresh_from_db()
+
+        share = conversation.share_links.get()
+        assert conversation.title == "Secret new name"
+        assert shown_title(client, share) == ("Trip planning", "Trip planning · shared on chatsite")
+
+    def test_an_untitled_conversation_stays_untitled_when_it_gets_a_title(
+        self, client, make_conversation
+    ) -> None:
+        conversation = make_conversation(history=[("user", "Hello")])
+        share = ShareLink.snapshot_of(conversation)
+        Conversation.objects.filter(pk=conversation.pk).update(title="Named after sharing")
+
+        assert shown_title(client, share)[0] == "New chat"
+
+    def test_text_written_to_a_message_after_sharing_never_appears(
+        self, client, conversation
+    ) -> None:
+        """Whatever writes to a message later (a generator that lost its reply, an admin), the
+        link shows a copy made when it was created."""
+        share = ShareLink.snapshot_of(conversation)
+        conversation.messages.filter(role="assistant").update(content="Try Lisbon. And more")
+
+        assert shown_texts(client, share) == ["Where should I go in May?", "Try Lisbon."]
+
     def test_an_earlier_version_replaced_before_sharing_is_not_shown(
         self, client, conversation
     ) -> None:
@@ -219,9 +262,7 @@ class TestTheSnapshot:
             created_at=old.created_at + timedelta(milliseconds=5),
         )
         Message.objects.filter(pk=old.pk).update(superseded_by=new)
-        share = ShareLink.objects.create(
-            conversation=conversation, created_at=timezone.now() + timedelta(seconds=1)
-        )
+        share = ShareLink.snapshot_of(conversation)
         later = conversation.messages.create(
             role="assistant",
             content="Try Madrid.",
@@ -234,3 +275,138 @@ class TestTheSnapshot:
 
         texts = [body.text().strip() for body in page.all("div", "message-body")]
         assert texts == ["Where should I go in May?", "Try Porto."]
+
+
+class TestMidReply:
+    """A link shows finished replies only: sharing waits for the reply being written."""
+
+    @pytest.fixture
+    def streaming(self, conversation: Conversation) -> Message:
+        conversation.messages.create(role="user", content="And in June?")
+        return conversation.messages.create(
+            role="assistant", status=Message.Status.STREAMING, content="In June, the"
+        )
+
+    def test_sharing_while_a_reply_is_written_is_refused_with_the_reason(
+        self, alice_client, conversation, streaming
+    ) -> None:
+        response = create_link(alice_client, conversation)
+
+        assert response.status_code == 200
+        panel = parse(response.content.decode()).by_id("share-panel")
+        assert "A reply is still being written" in panel.by_id("share-refusal").text()
+        (create,) = panel.all("form")
+        assert create.attrs["hx-post"] == reverse("share_create", args=[conversation.pk])
+        assert not conversation.share_links.exists()
+
+    def test_once_the_reply_has_finished_the_link_shows_it_whole(
+        self, alice_client, client, conversation, streaming
+    ) -> None:
+        create_link(alice_client, conversation)
+        streaming.content, streaming.status = "In June, the Azores.", Message.Status.COMPLETE
+        streaming.save(update_fields=["content", "status"])
+
+        create_link(alice_client, conversation)
+
+        share = conversation.share_links.get()
+        assert shown_texts(client, share)[-2:] == ["And in June?", "In June, the Azores."]
+
+    def test_a_reply_whose_process_died_does_not_hold_sharing_up(
+        self, alice_client, client, conversation, streaming
+    ) -> None:
+        stale = timezone.now() - timedelta(seconds=settings.CHAT_STALE_SECONDS + 1)
+        Message.objects.filter(pk=streaming.pk).update(updated_at=stale)
+
+        create_link(alice_client, conversation)
+
+        share = conversation.share_links.get()
+        page = parse(client.get(share.get_absolute_url()).content.decode())
+        assert page.by_id(f"message-{streaming.pk}").all("p", "message-status")[0].text() == (
+            "Interrupted"
+        )
+
+    def test_a_link_never_freezes_half_a_reply(self, client, conversation, streaming) -> None:
+        """Even made without the page's check (a race on a database without row locks)."""
+        share = ShareLink.snapshot_of(conversation)
+        streaming.content = "In June, the Azores."
+        streaming.save(update_fields=["content"])
+
+        assert "In June, the" not in "".join(shown_texts(client, share))
+
+    def test_the_panel_says_a_link_is_a_snapshot(self, alice_client, conversation) -> None:
+        offered = parse(alice_client.get(conversation.get_absolute_url()).content.decode()).by_id(
+            "share-panel"
+        )
+        made = parse(create_link(alice_client, conversation).content.decode()).by_id("share-panel")
+
+        for panel in (offered, made):
+            assert "Later messages and renames are not shared" in panel.text()
+        assert "Replies still being written are not shared" in offered.text()
+
+
+class TestRevoking:
+    def test_a_revoked_link_keeps_no_copy_of_the_conversation(
+        self, alice_client, conversation, shared
+    ) -> None:
+        alice_client.post(reverse("share_revoke", args=[conversation.pk]), headers=HTMX)
+
+        shared.refresh_from_db()
+        assert shared.revoked_at is not None
+        assert (shared.title, shared.snapshot) == ("", [])
+
+
+BEFORE_SNAPSHOTS = [("conversations", "0005_usage_ledger")]
+WITH_SNAPSHOTS = [("conversations", "0006_share_snapshot")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_links_made_before_snapshots_keep_what_they_showed_then(alice) -> None:
+    """Migrating freezes each live link: the title as it is, the messages current when it was
+    made, less a reply still being written. A revoked link gets no copy."""
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
+    executor.migrate(BEFORE_SNAPSHOTS)
+    try:
+        old = executor.loader.project_state(BEFORE_SNAPSHOTS).apps
+        made = timezone.now()
+        conversation = old.get_model("conversations", "Conversation").objects.create(
+            owner_id=alice.pk, title="Trip"
+        )
+        messages = old.get_model("conversations", "Message").objects
+        for n, (role, content, status) in enumerate(
+            [
+                ("user", "Where?", "complete"),
+                ("assistant", "Porto.", "complete"),
+                ("user", "And then?", "complete"),
+                ("assistant", "Then", "streaming"),
+            ]
+        ):
+            messages.create(
+                conversation=conversation,
+                role=role,
+                content=content,
+                status=status,
+                created_at=made - timedelta(seconds=10 - n),
+            )
+        messages.create(
+            conversation=conversation,
+            role="user",
+            content="Later",
+            created_at=made + timedelta(seconds=1),
+        )
+        links = old.get_model("conversations", "ShareLink").objects
+        live = links.create(conversation=conversation, created_at=made)
+        revoked = links.create(conversation=conversation, created_at=made, revoked_at=made)
+
+        MigrationExecutor(connection).migrate(WITH_SNAPSHOTS)
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+
+    live, revoked = ShareLink.objects.get(pk=live.pk), ShareLink.objects.get(pk=revoked.pk)
+    assert live.title == "Trip"
+    assert [(m["role"], m["content"], m["status"]) for m in live.snapshot] == [
+        ("user", "Where?", "complete"),
+        ("assistant", "Porto.", "complete"),
+        ("user", "And then?", "complete"),
+    ]
+    assert (revoked.title, revoked.snapshot) == ("", [])
