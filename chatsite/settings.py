@@ -5,6 +5,7 @@ a local-memory cache and the built-in offline model. Production switches on real
 environment variables (see the table in README.md).
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -340,5 +341,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}},
+    "filters": {
+        # Of daphne's lines at start, only the one that says where it listens.
+        "where_daphne_listens": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": lambda record: (
+                record.levelno >= logging.WARNING or record.msg.startswith("Listening on")
+            ),
+        }
+    },
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "daphne.server": {"level": "INFO", "filters": ["where_daphne_listens"]},
+    },
 }
