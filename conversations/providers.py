@@ -152,6 +152,24 @@ class _Lines:
         return self._line(start)
 
 
+@dataclass
+class _Place:
+    """Where a provider's mistake is: the file, the line, and the provider once its slug is
+    known."""
+
+    source: str
+    lines: _Lines
+    position: int
+    slug: str = ""
+
+    def __call__(self, key: str = "") -> str:
+        line = self.lines.of(self.position, key)
+        provider = f"provider {self.slug!r}" if self.slug else ""
+        if not line:
+            return f"{self.source}, {provider or f'provider {self.position}'}"
+        return f"{self.source}, line {line}" + (f": {provider}" if provider else "")
+
+
 def _unknown_key(key: str, known: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}."
@@ -172,11 +190,7 @@ def parse_providers(
         raise ImproperlyConfigured(f"{source}: `providers` must be an array of tables.")
     providers = []
     for position, entry in enumerate(entries, start=1):
-
-        def where(key: str = "", position: int = position) -> str:
-            line = lines.of(position, key)
-            return f"{source}, line {line}" if line else f"{source}, provider {position}"
-
+        where = _Place(source, lines, position)
         if not isinstance(entry, dict):
             raise ImproperlyConfigured(f"{where()}: must be a table ([[providers]]).")
         if "api_key" in entry:
@@ -193,22 +207,23 @@ def parse_providers(
                 f"{where('slug')}: `slug` must be lower-case letters, digits, - or _ "
                 f"(got {slug!r})."
             )
+        where.slug = slug
         windows = entry.get("context_windows", {})
         if not isinstance(windows, dict):
             raise ImproperlyConfigured(
-                f"{where('context_windows')}: provider {slug!r}: `context_windows` must be a table."
+                f"{where('context_windows')}: `context_windows` must be a table."
             )
         context = {
             "context_windows": {
                 str(model): _positive_int(
                     tokens,
-                    f"{where('context_windows')}: provider {slug!r}: context window of {model!r}",
+                    f"{where('context_windows')}: context window of {model!r}",
                 )
                 for model, tokens in windows.items()
             },
             "context_window": _positive_int(
                 entry["context_window"],
-                f"{where('context_window')}: provider {slug!r}: context_window",
+                f"{where('context_window')}: context_window",
             )
             if "context_window" in entry
             else 0,
@@ -219,19 +234,13 @@ def parse_providers(
             continue
         base_url = str(entry.get("base_url", "")).strip()
         if not base_url.startswith(("http://", "https://")):
-            raise ImproperlyConfigured(
-                f"{where('base_url')}: provider {slug!r}: `base_url` must be an http(s) URL."
-            )
+            raise ImproperlyConfigured(f"{where('base_url')}: `base_url` must be an http(s) URL.")
         models = entry.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-            raise ImproperlyConfigured(
-                f"{where('models')}: provider {slug!r}: `models` must be a list of model ids."
-            )
+            raise ImproperlyConfigured(f"{where('models')}: `models` must be a list of model ids.")
         default_model = str(entry.get("default_model") or (models[0] if models else ""))
         if not default_model:
-            raise ImproperlyConfigured(
-                f"{where()}: provider {slug!r}: set `default_model` or list `models`."
-            )
+            raise ImproperlyConfigured(f"{where()}: set `default_model` or list `models`.")
         providers.append(
             Provider(
                 slug=slug,
