@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,50 +207,50 @@ def test_a_readme_block_runs_as_written(clone: Path, block: Block) -> None:
 # --------------------------------------------------------------------------- #
 
 
-def start_dev_server(clone: Path, port: int) -> subprocess.Popen:
-    database = clone / f"dev-server-{port}.sqlite3"
-    return subprocess.Popen(
-        ["python3", "dev.py", "run"],
-        cwd=clone,
-        env=newcomer_environment(PORT=str(port), DATABASE_URL=f"sqlite:///{database}"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def wait_until_listening(server: subprocess.Popen, port: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"dev.py run exited:\n{server.stdout.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail("dev.py run did not listen")
+@contextmanager
+def dev_server(clone: Path, port: int) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`python3 dev.py run` on `port`, listening, and the pid of its daphne; whatever is left
+    of either is killed at the end."""
+    log = clone / f"dev-server-{port}.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            ["python3", "dev.py", "run"],
+            cwd=clone,
+            env=newcomer_environment(
+                PORT=str(port), DATABASE_URL=f"sqlite:///{clone}/dev-server-{port}.sqlite3"
+            ),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    daphne = None
+    try:
+        deadline = time.monotonic() + 120
+        while not daphne and time.monotonic() < deadline:
+            if server.poll() is not None:
+                pytest.fail(f"dev.py run exited:\n{log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                [daphne] = children(server.pid)
+            except OSError:
+                time.sleep(0.2)
+        if not daphne:
+            pytest.fail(f"dev.py run did not listen:\n{log.read_text()}")
+        yield server, daphne
+    finally:
+        stop(server)
+        if daphne and is_running(daphne):
+            os.kill(daphne, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_dev_py_run_stops_daphne_with_it(clone: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
-    server = start_dev_server(clone, port)
-    try:
-        wait_until_listening(server, port)
-        [daphne] = children(server.pid)
-
+    with dev_server(clone, port) as (server, daphne):
         server.send_signal(stop_signal)
         server.wait(timeout=60)
 
         assert not is_running(daphne)
         assert port_is_free(port)
-    finally:
-        for leftover in children(server.pid) if server.poll() is None else []:
-            os.kill(leftover, signal.SIGKILL)
-        stop(server)
-        if "daphne" in locals() and is_running(daphne):
-            os.kill(daphne, signal.SIGKILL)
 
 
 def test_dev_py_run_says_in_one_line_that_the_port_is_taken(clone: Path) -> None:
