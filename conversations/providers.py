@@ -299,16 +299,23 @@ def _assemble(from_file: tuple[Provider, ...]) -> dict[str, Provider]:
     return by_slug
 
 
-def check_configuration() -> dict[str, Provider]:
-    """Every provider on offer, read afresh; raises ImproperlyConfigured for any mistake."""
-    path = settings.CHAT_PROVIDERS_FILE
-    return _assemble(_read_providers_file(path) if path else ())
-
-
 # By path: the providers of the file's last good version, and the mistake of its current one.
 # A process that started with a good file keeps serving its providers while the file is broken.
 _last_good: dict[str, tuple[Provider, ...]] = {}
 _problems: dict[str, str] = {}
+
+
+def check_configuration() -> dict[str, Provider]:
+    """Every provider on offer, from the file as it is now; raises ImproperlyConfigured for
+    any mistake. Run at start (system checks), it keeps the file as the last good version."""
+    path = settings.CHAT_PROVIDERS_FILE
+    from_file = _read_providers_file(path) if path else ()
+    providers = _assemble(from_file)
+    if path:
+        _last_good[path] = from_file
+        if _problems.pop(path, None):
+            logger.info("CHAT_PROVIDERS_FILE %s is good again.", path)
+    return providers
 
 
 def configured() -> dict[str, Provider]:
@@ -318,23 +325,16 @@ def configured() -> dict[str, Provider]:
     `problem()`) and its last good version stays in use: pages, sign-in and the admin keep
     working. Without a last good version (a process starting), the mistake is raised.
     """
-    path = settings.CHAT_PROVIDERS_FILE
-    if not path:
-        return _assemble(())
     try:
-        from_file = _read_providers_file(path)
-        providers = _assemble(from_file)
+        return check_configuration()
     except ImproperlyConfigured as error:
+        path = settings.CHAT_PROVIDERS_FILE
         if path not in _last_good:
             raise
         if _problems.get(path) != str(error):
             logger.error("%s. Still using its last good version.", error)
             _problems[path] = str(error)
         return _assemble(_last_good[path])
-    _last_good[path] = from_file
-    if _problems.pop(path, None):
-        logger.info("CHAT_PROVIDERS_FILE %s is good again.", path)
-    return providers
 
 
 def problem() -> str:

@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
+from chatsite import startup
 from conversations import generation, providers
 from conversations.models import Conversation, Message
 from conversations.providers import choice_value
@@ -377,3 +378,19 @@ class TestAFileBrokenWhileTheSiteRuns:
 
         assert "providers-problem" not in fixed
         assert "Router 2" in picker(fixed)
+
+    def test_a_file_broken_before_the_first_page_keeps_the_version_the_server_started_with(
+        self, two_providers, staff_client
+    ) -> None:
+        startup.check_configuration()  # as daphne does when it starts (chatsite/asgi.py)
+        two_providers.file.write_text("[[providers]\n")
+
+        page = staff_client.get(reverse("home"))
+
+        assert page.status_code == 200
+        assert picker(page.content.decode()) == {
+            "Local Ollama": list(LOCAL_MODELS),
+            "Router": list(ROUTER_MODELS),
+        }
+        banner = parse(page.content.decode()).by_id("providers-problem").text()
+        assert f"CHAT_PROVIDERS_FILE {two_providers.file}: " in banner
