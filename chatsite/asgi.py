@@ -1,18 +1,27 @@
 """ASGI entry point: Django for HTTP, Channels for websockets (served by daphne)."""
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
+
+from chatsite import startup
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
-# Build Django first: it sets up apps before anything below imports models.
-django_asgi_app = get_asgi_application()
+# Build Django first: it sets up apps before anything below imports models. A configuration
+# mistake stops the server at start with one line saying what to fix.
+try:
+    django_asgi_app = get_asgi_application()
+    startup.check_configuration()
+except ImproperlyConfigured as error:
+    sys.exit(str(error))
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 
-from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {

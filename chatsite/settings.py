@@ -5,6 +5,7 @@ a local-memory cache and the built-in offline model. Production switches on real
 environment variables (see the table in README.md).
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,21 +19,41 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
+# A mistake in a variable stops the process with one line naming the variable and what it takes
+# (manage.py and chatsite/asgi.py print an ImproperlyConfigured raised here without a traceback).
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+
+
 def env_bool(name: str, default: bool = False) -> bool:
-    value = env_str(name)
+    value = env_str(name).lower()
     if not value:
         return default
-    return value.lower() in {"1", "true", "yes", "on"}
+    if value not in TRUE_WORDS | FALSE_WORDS:
+        raise ImproperlyConfigured(
+            f"{name} must be one of 1, true, yes, on or 0, false, no, off, got {value!r}."
+        )
+    return value in TRUE_WORDS
 
 
 def env_int(name: str, default: int) -> int:
     value = env_str(name)
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from None
 
 
 def env_float(name: str, default: float) -> float:
     value = env_str(name)
-    return float(value) if value else default
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}.") from None
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -45,8 +66,9 @@ SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY must be set when DEBUG is off. "
-            "For local development run `python3 dev.py run`, which turns DEBUG on."
+            "SECRET_KEY must be set when DEBUG is off: in development use `python3 dev.py run` "
+            "or `python3 dev.py manage <command>`, which turn DEBUG on; in production set "
+            "SECRET_KEY as README.md's *Running in production* shows."
         )
     # Development only: a fixed key is fine because DEBUG never runs in production.
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
@@ -129,7 +151,10 @@ ASGI_APPLICATION = "chatsite.asgi.application"
 # advises CONN_MAX_AGE = 0 and its own pool: connections go back to the pool after each unit of
 # work, so no connection is held while a reply streams.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+except ValueError as error:
+    raise ImproperlyConfigured(f"DATABASE_URL is not usable: {error}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN", 1),
@@ -330,5 +355,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}},
+    "filters": {
+        # Of daphne's lines at start, only the one that says where it listens.
+        "where_daphne_listens": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": lambda record: (
+                record.levelno >= logging.WARNING or record.msg.startswith("Listening on")
+            ),
+        }
+    },
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "daphne.server": {"level": "INFO", "filters": ["where_daphne_listens"]},
+    },
 }

@@ -6,10 +6,11 @@ from . import providers
 
 @checks.register()
 def providers_file_check(app_configs, **kwargs) -> list[checks.CheckMessage]:
-    """A mistake in CHAT_PROVIDERS_FILE shows at `manage.py check` and `migrate`, not first as
-    a failing page."""
+    """A mistake in CHAT_PROVIDERS_FILE or CHAT_DEFAULT_PROVIDER shows at `manage.py check`
+    and `migrate`, and stops a server at start (chatsite/startup.py), not first as a failing
+    page. The file as it is now: a running process's last good version does not hide it."""
     try:
-        providers.configured()
+        providers.check_configuration()
     except ImproperlyConfigured as error:
         return [checks.Error(str(error), id="conversations.E001")]
     return []

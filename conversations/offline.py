@@ -76,8 +76,11 @@ def offline_reply(messages: list[dict]) -> str:
         "and all of them were sent to the model with this request.\n\n"
         "To talk to a real model, stop the server and start it again with one of:\n\n"
         "- `OPENAI_API_KEY=sk-...` for OpenAI\n"
-        "- `OPENAI_BASE_URL=http://localhost:11434/v1` for a local Ollama\n"
-        "- `OPENAI_BASE_URL=http://localhost:8000/v1` for vLLM or a llama.cpp server\n\n"
+        "- `OPENAI_BASE_URL=http://127.0.0.1:11434/v1 CHAT_DEFAULT_MODEL=llama3.2` for a "
+        "local Ollama that has pulled `llama3.2`\n"
+        "- `OPENAI_BASE_URL=http://127.0.0.1:8100/v1 CHAT_DEFAULT_MODEL=<the model it serves>` "
+        "for vLLM started with `--port 8100` (the name must match)\n\n"
+        "README.md, *Connecting a model*, has more.\n\n"
         "```python\nprint('Hello from the offline model')\n```\n"
     )
 

@@ -9,8 +9,10 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx2
 import pytest
@@ -44,33 +46,41 @@ CHROMIUM_ARGS = [
 # --------------------------------------------------------------------------- #
 
 
-def documented_exports() -> list[str]:
-    """The `export` lines of README's production example."""
+def documented_block() -> list[str]:
+    """The lines of README's production example."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Running in production", 1)[1]
-    block = section.split("```sh", 1)[1].split("```", 1)[0]
-    exports = [line for line in block.splitlines() if line.startswith("export ")]
-    assert exports, "README's production example exports no settings"
-    return exports
+    return section.split("```sh", 1)[1].split("```", 1)[0].splitlines()
+
+
+def documented_environment() -> list[str]:
+    """The lines of README's production example that set the environment: its secret key file,
+    made once and read, and its `export` lines."""
+    lines = [
+        line for line in documented_block() if "secret.env" in line or line.startswith("export ")
+    ]
+    assert any(line.startswith("export ") for line in lines), "README exports no settings"
+    return lines
 
 
 def documented_settings() -> dict[str, str]:
-    """The profile's plain values (those that need no shell to compute)."""
+    """The profile's exported values."""
     values = {}
-    for line in documented_exports():
-        for word in shlex.split(line)[1:]:
-            name, _, value = word.partition("=")
-            if "$(" not in value:
+    for line in documented_environment():
+        if line.startswith("export "):
+            for word in shlex.split(line, comments=True)[1:]:
+                name, _, value = word.partition("=")
                 values[name] = value
     return values
 
 
-def run_in_production_profile(*command: str) -> subprocess.CompletedProcess:
-    """Run a command in a shell that has run README's export lines, and nothing else."""
-    script = "\n".join([*documented_exports(), 'exec "$@"'])
+def run_in_production_profile(*command: str, home: Path) -> subprocess.CompletedProcess:
+    """Run a command in a shell that has run README's environment lines, and nothing else, in
+    the directory `home` (where the secret key's file is kept)."""
+    script = "\n".join([*documented_environment(), f"cd {shlex.quote(str(ROOT))}", 'exec "$@"'])
     return subprocess.run(
         ["bash", "-c", script, "production", *command],
-        cwd=ROOT,
+        cwd=home,
         env={"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
         capture_output=True,
         text=True,
@@ -78,9 +88,43 @@ def run_in_production_profile(*command: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_documented_production_profile_passes_check_deploy() -> None:
+def test_the_documented_secret_key_is_made_once_and_kept_for_every_process(tmp_path) -> None:
+    report = "from django.conf import settings; print(settings.SECRET_KEY)"
+
+    first, restarted = (
+        run_in_production_profile(sys.executable, "-c", report, home=tmp_path) for _ in range(2)
+    )
+
+    assert first.returncode == restarted.returncode == 0, first.stderr + restarted.stderr
+    assert len(first.stdout.strip()) >= 50
+    assert restarted.stdout == first.stdout
+    assert (tmp_path / "secret.env").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_documented_database_and_role_are_created_before_use() -> None:
+    database = urlparse(documented_settings()["DATABASE_URL"])
+    block = documented_block()
+    migrate = block.index(".venv/bin/python manage.py migrate")
+
+    assert f"sudo -u postgres createuser --pwprompt {database.username}" in block[:migrate]
+    assert (
+        f"sudo -u postgres createdb --owner={database.username} {database.path[1:]}"
+        in block[:migrate]
+    )
+
+
+def test_daphne_says_where_it_listens() -> None:
+    with Daphne("where-it-listens") as server:
+        deadline = time.monotonic() + 10
+        while "Listening on" not in server.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    assert f"Listening on TCP address 127.0.0.1:{server.port}" in server.log.read_text()
+
+
+def test_the_documented_production_profile_passes_check_deploy(tmp_path) -> None:
     result = run_in_production_profile(
-        sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"
+        sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING", home=tmp_path
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -88,13 +132,15 @@ def test_the_documented_production_profile_passes_check_deploy() -> None:
     assert "WARNINGS" not in result.stdout + result.stderr
 
 
-def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_forwards() -> None:
+def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_forwards(
+    tmp_path,
+) -> None:
     report = (
         "import django; django.setup(); from django.conf import settings; "
         "print(settings.SECURE_PROXY_SSL_HEADER, settings.ALLAUTH_TRUSTED_PROXY_COUNT)"
     )
 
-    result = run_in_production_profile(sys.executable, "-c", report)
+    result = run_in_production_profile(sys.executable, "-c", report, home=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["('HTTP_X_FORWARDED_PROTO',", "'https')", "1"]

@@ -2,18 +2,26 @@
 picker, each conversation's request sent to the provider and model it chose."""
 
 import asyncio
+import os
+import subprocess
+import sys
 
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.test import Client
 from django.urls import reverse
 
+from accounts.models import User
+from chatsite import startup
 from conversations import generation, providers
 from conversations.models import Conversation, Message
 from conversations.providers import choice_value
-from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS
+from tests.conftest import LOCAL_MODELS, PASSWORD, ROUTER_KEY, ROUTER_MODELS
 from tests.fake_openai import Reply
+from tests.live import free_port
 from tests.xss import Element, parse
 
 HTMX = {"HX-Request": "true"}
@@ -264,3 +272,125 @@ class TestTheProvidersFile:
 
         with pytest.raises(SystemCheckError, match="never put a key in the file"):
             call_command("check")
+
+
+class TestMistakesInTheProvidersFile:
+    def test_an_unknown_key_is_an_error_with_its_line_and_the_likely_key(
+        self, two_providers
+    ) -> None:
+        text = two_providers.file.read_text()
+        two_providers.file.write_text(
+            text.replace('default_model = "openai', 'defualt_model = "openai')
+        )
+
+        with pytest.raises(ImproperlyConfigured) as raised:
+            providers.configured()
+
+        assert str(raised.value) == (
+            f"CHAT_PROVIDERS_FILE {two_providers.file}, line 15: unknown key `defualt_model` "
+            "(did you mean `default_model`?)"
+        )
+
+    def test_an_unknown_table_is_an_error(self, two_providers) -> None:
+        two_providers.file.write_text(two_providers.file.read_text() + '\n[provider]\nslug = "x"\n')
+
+        with pytest.raises(ImproperlyConfigured, match=r"unknown key `provider` \(did you mean"):
+            providers.configured()
+
+    def test_a_default_provider_that_is_not_configured_is_an_error(
+        self, two_providers, settings
+    ) -> None:
+        settings.CHAT_DEFAULT_PROVIDER = "ollama"
+
+        with pytest.raises(ImproperlyConfigured) as raised:
+            providers.configured()
+        with pytest.raises(SystemCheckError, match="CHAT_DEFAULT_PROVIDER is 'ollama'"):
+            call_command("check")
+
+        assert str(raised.value) == (
+            "CHAT_DEFAULT_PROVIDER is 'ollama', but no provider has that slug; the configured "
+            "ones are: local, router."
+        )
+
+    def test_a_server_refuses_to_start_with_the_files_path_and_line(self, tmp_path) -> None:
+        broken = tmp_path / "providers.toml"
+        broken.write_text('[[providers]]\nslug = "local"\nbase_url = \n')
+        environment = {
+            "PATH": os.environ["PATH"],
+            "SECRET_KEY": "x",
+            "CHAT_PROVIDERS_FILE": str(broken),
+        }
+
+        started = subprocess.run(
+            [sys.executable, "-m", "daphne", "-p", str(free_port()), "chatsite.asgi:application"],
+            cwd=settings.BASE_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+        assert started.returncode == 1
+        assert "Traceback" not in started.stderr
+        assert started.stderr.splitlines()[-1] == (
+            f"CHAT_PROVIDERS_FILE {broken}: Invalid value (at line 3, column 12)"
+        )
+
+
+@pytest.mark.django_db
+class TestAFileBrokenWhileTheSiteRuns:
+    @pytest.fixture
+    def staff_client(self, db) -> Client:
+        client = Client()
+        client.force_login(User.objects.create_superuser("staff@example.com", PASSWORD))
+        return client
+
+    def test_the_site_keeps_its_last_good_providers_and_tells_staff(
+        self, two_providers, alice_client, staff_client, caplog
+    ) -> None:
+        good = two_providers.file.read_text()
+        before = picker(alice_client.get(reverse("home")).content.decode())
+        two_providers.file.write_text(good.replace('label = "Router"', 'label = "Router'))
+
+        pages = {
+            "chat": alice_client.get(reverse("home")),
+            "sign in": Client().get(reverse("account_login")),
+            "API": alice_client.get("/api/v1/conversations"),
+            "staff's chat": staff_client.get(reverse("home")),
+            "admin": staff_client.get(reverse("admin:conversations_conversation_changelist")),
+        }
+
+        assert {name: page.status_code for name, page in pages.items()} == dict.fromkeys(pages, 200)
+        assert picker(pages["chat"].content.decode()) == before
+        assert "providers-problem" not in pages["chat"].content.decode()
+        mistake = f"CHAT_PROVIDERS_FILE {two_providers.file}: Illegal character"
+        for shown in ("staff's chat", "admin"):
+            banner = parse(pages[shown].content.decode()).by_id("providers-problem").text()
+            assert "still uses its last good version" in banner
+            assert mistake in banner
+            assert "(at line 11, column 16)" in banner
+        logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(logged) == 1
+        assert logged[0].startswith(mistake)
+
+        two_providers.file.write_text(good.replace('label = "Router"', 'label = "Router 2"'))
+        fixed = staff_client.get(reverse("home")).content.decode()
+
+        assert "providers-problem" not in fixed
+        assert "Router 2" in picker(fixed)
+
+    def test_a_file_broken_before_the_first_page_keeps_the_version_the_server_started_with(
+        self, two_providers, staff_client
+    ) -> None:
+        startup.check_configuration()  # as daphne does when it starts (chatsite/asgi.py)
+        two_providers.file.write_text("[[providers]\n")
+
+        page = staff_client.get(reverse("home"))
+
+        assert page.status_code == 200
+        assert picker(page.content.decode()) == {
+            "Local Ollama": list(LOCAL_MODELS),
+            "Router": list(ROUTER_MODELS),
+        }
+        banner = parse(page.content.decode()).by_id("providers-problem").text()
+        assert f"CHAT_PROVIDERS_FILE {two_providers.file}: " in banner

@@ -1,0 +1,149 @@
+"""A configuration mistake stops manage.py, daphne and dev.py at start with one line that names
+the variable or the service and says what to fix: no traceback, no waiting on a pool.
+
+Each test runs a new process with only the environment it gives, as a newcomer's shell would.
+"""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.fresh_clone import make_clone, newcomer_environment
+from tests.live import free_port
+
+ROOT = Path(settings.BASE_DIR)
+# A PostgreSQL URL that is never connected to: settings are read, nothing more.
+UNUSED_POSTGRES = "postgres://chatsite@127.0.0.1:5432/chatsite"
+
+
+def run(*command: str, cwd: Path = ROOT, **environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        list(command),
+        cwd=cwd,
+        env=newcomer_environment(**environment),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def manage_py(*args: str, **environment: str) -> subprocess.CompletedProcess:
+    return run(sys.executable, "manage.py", *args, **environment)
+
+
+def refusal(result: subprocess.CompletedProcess) -> str:
+    """The one line a refused command printed; fails unless it printed exactly one."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("createsuperuser",), ("makemigrations", "--check"), ("migrate",)],
+)
+def test_without_a_secret_key_manage_py_says_how_to_set_one(command: tuple[str, ...]) -> None:
+    line = refusal(manage_py(*command))
+
+    assert line.startswith("SECRET_KEY must be set when DEBUG is off: ")
+    assert "`python3 dev.py manage <command>`" in line
+    assert "in production set SECRET_KEY" in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "complaint"),
+    [
+        ("DATABASE_POOL_MAX", "ten", "DATABASE_POOL_MAX must be an integer, got 'ten'."),
+        ("CHAT_MAX_REPLIES", "1e3", "CHAT_MAX_REPLIES must be an integer, got '1e3'."),
+        ("CHAT_FLUSH_SECONDS", "soon", "CHAT_FLUSH_SECONDS must be a number, got 'soon'."),
+        (
+            "SECURE_COOKIES",
+            "ture",
+            "SECURE_COOKIES must be one of 1, true, yes, on or 0, false, no, off, got 'ture'.",
+        ),
+    ],
+)
+def test_a_malformed_variable_is_named_with_its_value(
+    variable: str, value: str, complaint: str
+) -> None:
+    result = manage_py("check", SECRET_KEY="x", DATABASE_URL=UNUSED_POSTGRES, **{variable: value})
+
+    assert refusal(result) == complaint
+
+
+def test_a_database_url_of_an_unknown_kind_is_named() -> None:
+    result = manage_py("check", SECRET_KEY="x", DATABASE_URL="postgress://chatsite@db/chatsite")
+
+    assert refusal(result).startswith("DATABASE_URL is not usable: Scheme 'postgress://'")
+
+
+def test_daphne_refuses_to_start_in_one_line() -> None:
+    result = run(
+        sys.executable,
+        "-m",
+        "daphne",
+        "-p",
+        str(free_port()),
+        "chatsite.asgi:application",
+        SECRET_KEY="x",
+        DATABASE_POOL_MAX="ten",
+        DATABASE_URL=UNUSED_POSTGRES,
+    )
+
+    assert refusal(result) == "DATABASE_POOL_MAX must be an integer, got 'ten'."
+
+
+def test_a_database_that_is_not_there_is_named_at_once() -> None:
+    port = free_port()
+
+    result = manage_py(
+        "migrate", SECRET_KEY="x", DATABASE_URL=f"postgres://chatsite@127.0.0.1:{port}/chatsite"
+    )
+
+    assert refusal(result) == (
+        f"Cannot connect to PostgreSQL at 127.0.0.1:{port} as role chatsite: Connection refused. "
+        "Check DATABASE_URL."
+    )
+
+
+def test_a_role_the_database_does_not_know_is_named_with_the_servers_reason() -> None:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("needs PostgreSQL: run the tests with DATABASE_URL=postgres://...")
+    where = f"{database['HOST'] or 'localhost'}:{database['PORT'] or 5432}"
+    url = f"postgres://no_such_role:wrong@{where}/{database['NAME']}"
+
+    line = refusal(manage_py("createsuperuser", SECRET_KEY="x", DATABASE_URL=url))
+
+    assert line.startswith(f"Cannot connect to PostgreSQL at {where} as role no_such_role: ")
+    assert '"no_such_role"' in line
+    assert line.endswith(". Check DATABASE_URL.")
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield make_clone(tmp_path_factory.mktemp("config-errors") / "chatsite")
+
+
+def test_dev_py_run_stops_in_one_line_when_the_database_is_not_there(clone: Path) -> None:
+    port = free_port()
+
+    result = run(
+        "python3",
+        "dev.py",
+        "run",
+        cwd=clone,
+        PORT=str(free_port()),
+        DATABASE_URL=f"postgres://chatsite@127.0.0.1:{port}/chatsite",
+    )
+
+    assert refusal(result) == (
+        f"Cannot connect to PostgreSQL at 127.0.0.1:{port} as role chatsite: Connection refused. "
+        "Check DATABASE_URL."
+    )
+    assert "running" not in result.stdout
