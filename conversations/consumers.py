@@ -9,7 +9,8 @@ extension swaps in:
 - the text of the streaming reply the page shows, which it follows (conversations/watching.py):
   handed over directly by a generator in this process, through its channel from another.
 
-It lives only as long as its sign-in (conversations/socket_security.py).
+It lives only as long as its sign-in (conversations/socket_security.py), and a user holds at
+most CHAT_MAX_SOCKETS_PER_USER at once (conversations/socket_slots.py).
 """
 
 import asyncio
@@ -26,6 +27,7 @@ from django.template.loader import render_to_string
 from . import errors, events, generation, rendering, socket_security, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
+from .socket_slots import TOO_MANY_MESSAGES, SocketSlot
 
 
 @unit_of_work
@@ -104,6 +106,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     missed_an_event = False
     groups_joined: tuple[str, ...] = ()
     tasks: tuple[asyncio.Task, ...] = ()
+    slot: SocketSlot | None = None
     session_key: str | None = None
 
     async def connect(self) -> None:
@@ -125,6 +128,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.close()
                 return
             groups.append(events.conversation_group(self.conversation.pk))
+        self.slot = await SocketSlot.take(user.pk)
+        if self.slot is None:
+            await self._refuse_one_too_many()
+            return
         self.session_key = self.scope["session"].session_key
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -138,6 +145,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation:
             generation.ensure_sweeper()
             await self._catch_up()
+
+    async def _refuse_one_too_many(self) -> None:
+        """Past the user's cap: accepted only to say why under the composer, then closed with a
+        code the page does not reconnect after (a refused handshake would be retried forever)."""
+        await self.accept()
+        notice = render_to_string(
+            "conversations/chat.html#composer-errors", {"refusal": TOO_MANY_MESSAGES, "oob": True}
+        )
+        await self.send(text_data=notice)
+        await self.close(code=events.CLOSED_TOO_MANY_SOCKETS)
 
     async def _catch_up(self) -> None:
         """Bring the page up to date: it may have been rendered, or lost its socket, a while ago.
@@ -220,7 +237,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 joined_at = now
 
     async def _recheck_forever(self) -> None:
-        """Close this socket once its sign-in has ended.
+        """Close this socket once its sign-in has ended; keep its slot while it lives.
 
         Logout, a password change and a deactivation close it at once (`session_ended`); this
         check catches whatever no signal tells, such as a session expired or deleted.
@@ -230,6 +247,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(settings.CHAT_SOCKET_RECHECK_SECONDS)
             try:
                 signed_in = await socket_security.still_signed_in(user_id, self.session_key)
+                await self.slot.keep()
             except Exception as error:
                 if not errors.is_overload(error):
                     logger.error("A chat page's check of its session failed", exc_info=error)
@@ -270,6 +288,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         await self._leave()
+        if self.slot is not None:
+            await self.slot.release()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Nothing is sent over this socket: messages go through POST, which carries CSRF.

@@ -8,7 +8,7 @@ Who hears what:
   follow, unfollow).
 
 A page's socket closes with a code of its own when the page must not simply reconnect
-(static/js/chat.js reads them): its sign-in ended.
+(static/js/chat.js reads them): its sign-in ended, or its user has too many sockets open.
 
 Reply text is not sent to a group. A watcher follows a streaming reply: in the generating
 process it is handed each batch directly; in another process the generator sends the batches
@@ -42,6 +42,7 @@ LISTENER_CLOSED = "listener.closed"
 
 # Close codes (private range 4000-4999; htmx reconnects only after 1006, 1011, 1012, 1013).
 CLOSED_SIGNED_OUT = 4401  # the socket's sign-in ended: the page checks whether it still has one
+CLOSED_TOO_MANY_SOCKETS = 4429  # CHAT_MAX_SOCKETS_PER_USER are open: the page says so and stays
 
 
 def user_group(user_id: int) -> str:

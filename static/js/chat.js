@@ -83,7 +83,7 @@
   // deactivated: conversations/events.py) is opened again a second later with the cookie the
   // browser holds by then. A password changed in another tab keeps this browser signed in, and
   // the page goes on as it was; if the new socket is refused too, the page reloads, which shows
-  // the login page.
+  // the login page. A socket closed for being one too many is not reopened: the page says why.
   var CLOSED_SIGNED_OUT = 4401;
   var checkingSignIn = false;
   document.addEventListener("htmx:wsOpen", function () {
