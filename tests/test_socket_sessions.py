@@ -113,14 +113,23 @@ async def test_a_password_reset_closes_every_socket(alice):
     assert await chat_socket(phone) is None
 
 
-async def test_deactivating_the_account_closes_every_socket(alice, bob):
+async def deactivate(user: User) -> None:
+    user.is_active = False
+    await user.asave()
+
+
+async def delete(user: User) -> None:
+    await user.adelete()
+
+
+@pytest.mark.parametrize("end_account", [deactivate, delete], ids=["deactivated", "deleted"])
+async def test_an_account_deactivated_or_deleted_has_every_socket_closed(alice, bob, end_account):
     laptop, phone, bobs = await signed_in(alice), await signed_in(alice), await signed_in(bob)
     laptop_page, phone_page, bobs_page = [
         await chat_socket(client) for client in (laptop, phone, bobs)
     ]
 
-    alice.is_active = False
-    await alice.asave()
+    await end_account(alice)
 
     assert await close_code(laptop_page) == events.CLOSED_SIGNED_OUT
     assert await close_code(phone_page) == events.CLOSED_SIGNED_OUT
