@@ -27,7 +27,7 @@ from django.template.loader import render_to_string
 from . import errors, events, generation, rendering, socket_security, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
-from .socket_slots import TOO_MANY_MESSAGES, SocketSlot
+from .socket_slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
 
 
 @unit_of_work
@@ -150,9 +150,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Past the user's cap: accepted only to say why under the composer, then closed with a
         code the page does not reconnect after (a refused handshake would be retried forever)."""
         await self.accept()
-        notice = render_to_string(
-            "conversations/chat.html#composer-errors", {"refusal": TOO_MANY_MESSAGES, "oob": True}
-        )
+        context = {"refusal": TOO_MANY_SOCKETS_MESSAGE, "oob": True}
+        notice = render_to_string("conversations/chat.html#composer-errors", context)
         await self.send(text_data=notice)
         await self.close(code=events.CLOSED_TOO_MANY_SOCKETS)
 

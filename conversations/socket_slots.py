@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
-TOO_MANY_MESSAGES = (
+TOO_MANY_SOCKETS_MESSAGE = (
     "Too many chat pages are open: this one no longer updates. "
     "Close some of them, then reload this page."
 )
