@@ -19,15 +19,14 @@ except ImproperlyConfigured as error:
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 
 from conversations.routing import websocket_urlpatterns
+from conversations.socket_security import CsrfOriginValidator
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # Origins as Django's CSRF check accepts them (scheme, host and port), not host names only.
+        "websocket": CsrfOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

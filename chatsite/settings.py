@@ -346,6 +346,12 @@ CHAT_OFFLINE_TOKEN_DELAY = env_float("CHAT_OFFLINE_TOKEN_DELAY", 0.02)
 # A reply streamed by the JSON API sends a comment after this long without text, so proxies and
 # clients do not take a slow model for a dead connection.
 CHAT_API_KEEPALIVE_SECONDS = env_float("CHAT_API_KEEPALIVE_SECONDS", 15.0)
+# An open chat websocket checks its session again this often (logout, a password change and a
+# deactivation close it at once anyway); a user may hold this many open at once (0: no cap).
+CHAT_SOCKET_RECHECK_SECONDS = env_float("CHAT_SOCKET_RECHECK_SECONDS", 60.0)
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 30)
+if CHAT_SOCKET_RECHECK_SECONDS <= 0:
+    raise ImproperlyConfigured("CHAT_SOCKET_RECHECK_SECONDS must be more than 0.")
 if CHAT_FLUSH_SECONDS * 2 > CHAT_STALE_SECONDS:
     # A generator beats at each flush at the latest: live replies would be taken for dead.
     raise ImproperlyConfigured("CHAT_STALE_SECONDS must be at least twice CHAT_FLUSH_SECONDS.")

@@ -6,4 +6,4 @@ class ConversationsConfig(AppConfig):
     name = "conversations"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401 (registers the checks)
+        from . import checks, socket_security  # noqa: F401 (register checks and signal receivers)

@@ -8,6 +8,9 @@ extension swaps in:
   reply, a new title;
 - the text of the streaming reply the page shows, which it follows (conversations/watching.py):
   handed over directly by a generator in this process, through its channel from another.
+
+It lives only as long as its sign-in (conversations/socket_security.py), and a user holds at
+most CHAT_MAX_SOCKETS_PER_USER at once (conversations/socket_slots.py).
 """
 
 import asyncio
@@ -21,9 +24,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from . import errors, events, generation, rendering, watching
+from . import errors, events, generation, rendering, socket_security, watching
 from .db import unit_of_work
 from .models import Conversation, Message, current_messages
+from .socket_slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
 
 
 @unit_of_work
@@ -102,6 +106,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     missed_an_event = False
     groups_joined: tuple[str, ...] = ()
     tasks: tuple[asyncio.Task, ...] = ()
+    slot: SocketSlot | None = None
+    session_key: str | None = None
 
     async def connect(self) -> None:
         # The streaming replies on this page, and how much of each it has.
@@ -122,6 +128,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.close()
                 return
             groups.append(events.conversation_group(self.conversation.pk))
+        self.slot = await SocketSlot.take(user.pk)
+        if self.slot is None:
+            await self._refuse_one_too_many()
+            return
+        self.session_key = self.scope["session"].session_key
         for group in groups:
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = tuple(groups)
@@ -129,10 +140,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.tasks = (
             asyncio.create_task(self._reconcile_forever()),
             asyncio.create_task(self._deliver_forever()),
+            asyncio.create_task(self._recheck_forever()),
         )
         if self.conversation:
             generation.ensure_sweeper()
             await self._catch_up()
+
+    async def _refuse_one_too_many(self) -> None:
+        """Past the user's cap: accepted only to say why under the composer, then closed with a
+        code the page does not reconnect after (a refused handshake would be retried forever)."""
+        await self.accept()
+        context = {"refusal": TOO_MANY_SOCKETS_MESSAGE, "oob": True}
+        notice = render_to_string("conversations/chat.html#composer-errors", context)
+        await self.send(text_data=notice)
+        await self.close(code=events.CLOSED_TOO_MANY_SOCKETS)
 
     async def _catch_up(self) -> None:
         """Bring the page up to date: it may have been rendered, or lost its socket, a while ago.
@@ -214,6 +235,40 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     await self.channel_layer.group_add(group, self.channel_name)
                 joined_at = now
 
+    async def _recheck_forever(self) -> None:
+        """Close this socket once its sign-in has ended; keep its slot while it lives.
+
+        Logout, a password change and a deactivation close it at once (`session_ended`); this
+        check catches whatever no signal tells, such as a session expired or deleted.
+        """
+        user_id = self.scope["user"].pk
+        while True:
+            await asyncio.sleep(settings.CHAT_SOCKET_RECHECK_SECONDS)
+            try:
+                signed_in = await socket_security.still_signed_in(user_id, self.session_key)
+                await self.slot.keep()
+            except Exception as error:
+                if not errors.is_overload(error):
+                    logger.error("A chat page's check of its session failed", exc_info=error)
+                continue  # asked again at the next check
+            if not signed_in:
+                await self._shut(events.CLOSED_SIGNED_OUT)
+                return
+
+    async def _shut(self, code: int) -> None:
+        """Close the socket from this side, hearing nothing more first."""
+        await self._leave()
+        await self.close(code=code)
+
+    async def _leave(self) -> None:
+        for task in self.tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = ()
+        await self.follower.close()
+
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, except that a conversation's event this page could not be shown
         (the database had no connection to spare) closes nothing: the page is brought up to
@@ -231,16 +286,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.missed_an_event = bool(self.conversation)
 
     async def disconnect(self, code: int) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        await self.follower.close()
+        await self._leave()
+        if self.slot is not None:
+            await self.slot.release()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Nothing is sent over this socket: messages go through POST, which carries CSRF.
         # Answer anything else with an error and keep the stream open.
         await self.send(text_data=json.dumps({"error": "This socket only streams replies."}))
+
+    async def session_ended(self, event: dict) -> None:
+        if event["session"] in ("", events.session_digest(self.session_key)):
+            await self._shut(events.CLOSED_SIGNED_OUT)
 
     async def sidebar_changed(self, event: dict) -> None:
         await self.send(text_data=event["html"])

@@ -269,6 +269,23 @@ async def websocket_path(conversation: Conversation, client: Client | None) -> s
     return f"/ws/c/{conversation.pk}/"
 
 
+def home_page_socket(client: Client | AsyncClient) -> WebsocketCommunicator:
+    """The socket of a new-chat page in that browser, not yet connected: it carries the
+    browser's session cookie and the page's Origin and Host. It hears the user's own events."""
+    name = django_settings.SESSION_COOKIE_NAME
+    cookie = f"{name}={client.cookies[name].value}".encode()
+    headers = [(b"origin", SITE_ORIGIN.encode()), (b"host", b"localhost"), (b"cookie", cookie)]
+    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+
+
+async def open_home_socket(client: Client | AsyncClient) -> WebsocketCommunicator:
+    """A new-chat page's socket in that browser, open."""
+    communicator = home_page_socket(client)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
 @pytest_asyncio.fixture
 async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
     """Open a conversation page's websocket as a browser would: the URL the page names, the

@@ -6,30 +6,14 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.utils import timezone
 
-from chatsite.asgi import application
 from conversations import generation
 from conversations.models import Conversation, Message
-from tests.conftest import SITE_ORIGIN
+from tests.conftest import open_home_socket
 from tests.fake_openai import FakeOpenAI, Reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-async def home_socket(client) -> WebsocketCommunicator:
-    """The socket of the new-chat page, which only hears the user's own events."""
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/chat/",
-        headers=[(b"origin", SITE_ORIGIN.encode()), (b"cookie", cookie.encode())],
-    )
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
 
 
 async def finish_background_work(reply: Message) -> None:
@@ -42,7 +26,7 @@ async def test_the_first_exchange_names_the_conversation_everywhere(
 ):
     settings.CHAT_AUTO_TITLE = True
     fake_openai.script(Reply(text="Go to Lisbon in May."), Reply(text='"Spring trip to Lisbon."'))
-    home = await home_socket(alice_client)
+    home = await open_home_socket(alice_client)
 
     response = await alice_async_client.post("/c/new/", {"text": "Where should I go in May?"})
 
@@ -103,7 +87,7 @@ async def test_a_new_message_moves_its_conversation_up_on_every_open_page(
         title="Older chat", updated_at=timezone.now() - timedelta(days=2)
     )
     await sync_to_async(make_conversation)(title="Newer chat")
-    home = await home_socket(alice_client)
+    home = await open_home_socket(alice_client)
 
     await alice_async_client.post(f"/c/{older.pk}/messages/", {"text": "Back to this"})
 

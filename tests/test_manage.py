@@ -9,18 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.conf import settings
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from chatsite.asgi import application
 from conversations import generation, sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
-from tests.conftest import SITE_ORIGIN
+from tests.conftest import open_home_socket
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
 
@@ -425,19 +422,6 @@ async def test_a_reply_finishing_after_its_conversation_was_deleted_fails_nothin
 # --------------------------------------------------------------------------- #
 
 
-async def user_socket(client) -> WebsocketCommunicator:
-    """The socket of a page that only hears the user's own events (the new-chat page)."""
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    communicator = WebsocketCommunicator(
-        application,
-        "/ws/chat/",
-        headers=[(b"origin", SITE_ORIGIN.encode()), (b"cookie", cookie.encode())],
-    )
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_every_open_page_gets_the_new_sidebar_after_each_change(
@@ -445,7 +429,7 @@ async def test_every_open_page_gets_the_new_sidebar_after_each_change(
 ):
     conversation = await sync_to_async(make_conversation)(title="Before")
     other = await sync_to_async(make_conversation)(title="Other")
-    socket = await user_socket(alice_client)
+    socket = await open_home_socket(alice_client)
 
     async def post(route: str, data: dict | None = None, target=conversation) -> str:
         await alice_async_client.post(reverse(route, args=[target.pk]), data or {})

@@ -79,6 +79,26 @@
     focusedBeforeMessage = null;
   });
 
+  // A socket closed because its sign-in ended (a logout, a password change, the account
+  // deactivated: conversations/events.py) is opened again a second later with the cookie the
+  // browser holds by then. A password changed in another tab keeps this browser signed in, and
+  // the page goes on as it was; if the new socket is refused too, the page reloads, which shows
+  // the login page. A socket closed for being one too many is not reopened: the page says why.
+  var CLOSED_SIGNED_OUT = 4401;
+  var checkingSignIn = false;
+  document.addEventListener("htmx:wsOpen", function () {
+    checkingSignIn = false;
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
+    if (checkingSignIn) {
+      window.location.reload();
+    } else if (event.detail.event.code === CLOSED_SIGNED_OUT) {
+      checkingSignIn = true;
+      var socket = event.detail.socketWrapper;
+      setTimeout(function () { socket.reconnect(); }, 1000);
+    }
+  });
+
   // A server too busy to take a request answers 503 with what to show: the composer again, with
   // the text typed and the reason; or, with `HX-Reswap: none`, only the reason, out of band.
   document.addEventListener("htmx:beforeSwap", function (event) {
