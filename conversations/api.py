@@ -43,6 +43,10 @@ PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 NOT_FOUND_MESSAGE = "No such conversation."
+CUT_MESSAGE = (
+    "The server was interrupted while writing this reply and kept less of it than was sent: "
+    "`reply` is the reply as stored."
+)
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
 
@@ -465,7 +469,7 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
     if _wants_json(request):
         try:
             async for event, data in watching.reply_events(reply.pk):
-                if event == "done":
+                if event in ("done", "cut"):
                     turn["reply"] = message_json(data)
         except watching.ReplyGone:
             raise _not_found() from None
@@ -480,6 +484,13 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
                     yield _sse("delta", {"text": data})
                 elif event == "done":
                     yield _sse("done", message_json(data))
+                elif event == "cut":
+                    # Never a `done` with less text than the client was sent.
+                    reply_as_stored = message_json(data)
+                    yield _sse(
+                        "error",
+                        {"code": "interrupted", "message": CUT_MESSAGE, "reply": reply_as_stored},
+                    )
                 else:
                     yield _sse(event, {})
         except watching.ReplyGone:
