@@ -22,6 +22,7 @@ import signal
 from daphne.cli import CommandLineInterface
 from daphne.server import Server  # installs Twisted's asyncio reactor: before anything else
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
 from twisted.internet import defer
 
 logger = logging.getLogger(__name__)
@@ -43,34 +44,34 @@ class GracefulServer(Server):
         return defer.Deferred.fromFuture(asyncio.ensure_future(self._shut_down()))
 
     async def _shut_down(self) -> None:
-        # Imported here: Django is set up by the application daphne loads after this module.
-        from django.conf import settings
-
+        # Imported here: Django is set up by the application, which daphne loads after this.
         from conversations import generation
 
-        for port in self.ports:
-            port.stopListening()
-        self._on_second_signal(lambda: asyncio.ensure_future(generation.shut_down(grace=0)))
-        await generation.shut_down(grace=settings.CHAT_SHUTDOWN_GRACE_SECONDS)
-        responses = [
-            details["application_instance"]
-            for protocol, details in self.connections.items()
-            if not isinstance(protocol, WebSocketProtocol) and "application_instance" in details
-        ]
-        if responses:
-            await asyncio.wait(responses, timeout=RESPONSES_END_SECONDS)
-        await super().kill_all_applications().asFuture(asyncio.get_running_loop())
+        try:
+            for port in self.ports:
+                port.stopListening()
+            self._on_second_signal(generation.shut_down)
+            await generation.shut_down(grace=settings.CHAT_SHUTDOWN_GRACE_SECONDS)
+            responses = [
+                details["application_instance"]
+                for protocol, details in self.connections.items()
+                if not isinstance(protocol, WebSocketProtocol) and "application_instance" in details
+            ]
+            if responses:
+                await asyncio.wait(responses, timeout=RESPONSES_END_SECONDS)
+        finally:
+            await super().kill_all_applications().asFuture(asyncio.get_running_loop())
 
-    @staticmethod
-    def _on_second_signal(callback) -> None:
+    def _on_second_signal(self, shut_down) -> None:
+        """A second SIGTERM or SIGINT ends the grace period: the replies are stored now."""
         loop = asyncio.get_running_loop()
 
-        def handle(number, frame) -> None:
-            logger.info("Signal %s again: interrupting the replies now", number)
-            loop.call_soon_threadsafe(callback)
+        def at_once() -> None:
+            logger.info("Stopping again: the replies are stored as interrupted now")
+            self.storing_at_once = asyncio.ensure_future(shut_down(grace=0))
 
         for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, handle)
+            signal.signal(number, lambda number, frame: loop.call_soon_threadsafe(at_once))
 
 
 class GracefulCommandLineInterface(CommandLineInterface):

@@ -8,6 +8,7 @@ restarted) run on any database.
 """
 
 import asyncio
+import signal
 import time
 
 import httpx2
@@ -327,3 +328,22 @@ def test_sigterm_of_a_lone_process_stores_its_reply_and_the_restarted_one_takes_
     with Daphne("restarted", **env) as restarted:
         turn = send_once_accepted(restarted, key, conversation, "Go on", patient=False)
     assert (turn["reply"]["status"], turn["reply"]["content"]) == ("complete", "Back again.")
+
+
+def test_a_second_sigterm_stores_the_replies_at_once_without_waiting_out_the_grace(alice, model):
+    conversation = Conversation.objects.create(owner=alice)
+    _, key = ApiToken.issue(alice, "tests")
+    env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="600")
+    with Daphne("impatient", **env) as impatient:
+        stream = ApiStream(impatient, key, conversation.pk, "Tell me a long story")
+        stream.start()
+        reply = streaming_reply(conversation)
+        impatient.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: "Shutting down" in impatient.log.read_text(), what="the grace period")
+        assert impatient.terminate(timeout=20) == 0
+    event, final = stream.final_event()
+    reply.refresh_from_db()
+
+    assert reply.status == Message.Status.INTERRUPTED and reply.content != FULL_TEXT
+    assert event == "done"
+    assert (final["status"], final["content"]) == ("interrupted", reply.content)
