@@ -99,7 +99,7 @@ async def test_a_generator_whose_reply_was_taken_for_dead_stops_and_writes_nothi
     settings, fake_openai, alice, token_of_alice
 ):
     settings.CHAT_FLUSH_SECONDS = 0.5  # text streams on well past what was last written
-    fake_openai.default = Reply(chunks=WORDS, delay=0.05)
+    fake_openai.default = Reply(chunks=WORDS, delay=0.1)
     conversation = await Conversation.objects.acreate(owner=alice)
     response = await send_through_api(token_of_alice, conversation)
     body = aiter(response.streaming_content)
@@ -113,9 +113,11 @@ async def test_a_generator_whose_reply_was_taken_for_dead_stops_and_writes_nothi
     await until(written)
     # Another process takes it for dead, as its sweeper does: interrupted, the lease taken.
     await Message.objects.filter(pk=reply.pk).aupdate(status=Message.Status.INTERRUPTED, lease=None)
+    await reply.arefresh_from_db()
     stored = reply.content
     received += [chunk async for chunk in body]
     events = sse_events(received)
+    await generation.wait_for(reply.pk)
     await reply.arefresh_from_db()
 
     assert (reply.status, reply.content) == (Message.Status.INTERRUPTED, stored)
@@ -124,10 +126,13 @@ async def test_a_generator_whose_reply_was_taken_for_dead_stops_and_writes_nothi
     event, final = events[-1]
     assert (event, final["code"]) == ("error", "interrupted")
     assert (final["reply"]["status"], final["reply"]["content"]) == ("interrupted", stored)
-    assert generation.replies_in_progress() == 0
     # It stopped asking the model, long before the model's reply would have ended.
     assert len(sent_text(events)) < len(FULL_TEXT)
-    assert fake_openai.disconnects_mid_response == 1
+
+    async def upstream_closed() -> bool:
+        return fake_openai.disconnects_mid_response == 1
+
+    await until(upstream_closed)
 
 
 @pytest.mark.asyncio

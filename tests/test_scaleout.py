@@ -257,7 +257,7 @@ def test_sigterm_lets_short_replies_finish_and_stores_the_rest_as_interrupted(al
     short_text = "".join(WORDS[:10])
     # The long reply would take ten seconds, the short one one.
     model.script(Reply(chunks=WORDS, delay=0.08), Reply(chunks=WORDS[:10], delay=0.1))
-    env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="2")
+    env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="3")
     with Daphne("stopping", **env) as stopping, Daphne("staying", **env) as staying:
         long_stream = ApiStream(stopping, key, long_chat.pk, "Tell me a long story")
         long_stream.start()
