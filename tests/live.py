@@ -283,6 +283,14 @@ class ApiStream(threading.Thread):
         return self.events[-1]
 
 
+def api_reply(server: Daphne, key: str, conversation: Conversation, text: str):
+    """Send a message through `server`'s API: its event stream, being read, and its reply, once
+    it is streaming."""
+    stream = ApiStream(server, key, conversation.pk, text)
+    stream.start()
+    return stream, streaming_reply(conversation)
+
+
 async def watch_until_finished(socket, watcher: ReplyWatcher, reply_id: str, timeout: float = 30):
     """Feed frames to the watcher until the reply is rendered in a final state."""
 

@@ -25,7 +25,7 @@ from conversations import generation
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ApiStream, Daphne, flushed_some_text, server_env, streaming_reply, wait_for
+from tests.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -180,9 +180,7 @@ def test_a_reply_ending_while_the_pool_is_exhausted_is_stored_whole_once_it_free
         model.default = Reply(chunks=WORDS, delay=0.02)
         env = server_env(model, DATABASE_POOL_MIN="1", DATABASE_POOL_MAX="1")
         with Daphne("pool-of-one", **env) as server:
-            stream = ApiStream(server, key, conversation.pk, "Count")
-            stream.start()
-            reply = streaming_reply(conversation)
+            stream, reply = api_reply(server, key, conversation, "Count")
             wait_for(lambda: flushed_some_text(reply), what="a first write")
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(f"LOCK TABLE {Message._meta.db_table} IN EXCLUSIVE MODE")

@@ -19,10 +19,10 @@ from accounts.models import ApiToken
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import (
-    ApiStream,
     ChatClient,
     Daphne,
     ReplyWatcher,
+    api_reply,
     flushed_some_text,
     server_env,
     session_key,
@@ -185,9 +185,7 @@ def test_a_paused_process_that_comes_back_never_overwrites_the_conversation(alic
     _, key = ApiToken.issue(alice, "tests")
     env = server_env(model, CHAT_STALE_SECONDS="2")
     with Daphne("paused", **env) as paused, Daphne("other", **env) as other:
-        stream = ApiStream(paused, key, conversation.pk, "Tell me a long story")
-        stream.start()
-        reply = streaming_reply(conversation)
+        stream, reply = api_reply(paused, key, conversation, "Tell me a long story")
         wait_for(lambda: flushed_some_text(reply), what="a first flush")
         paused.pause()
         try:
@@ -259,12 +257,8 @@ def test_sigterm_lets_short_replies_finish_and_stores_the_rest_as_interrupted(al
     model.script(Reply(chunks=WORDS, delay=0.08), Reply(chunks=WORDS[:10], delay=0.1))
     env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="3")
     with Daphne("stopping", **env) as stopping, Daphne("staying", **env) as staying:
-        long_stream = ApiStream(stopping, key, long_chat.pk, "Tell me a long story")
-        long_stream.start()
-        long_reply = streaming_reply(long_chat)
-        short_stream = ApiStream(stopping, key, short_chat.pk, "Say something short")
-        short_stream.start()
-        short_reply = streaming_reply(short_chat)
+        long_stream, long_reply = api_reply(stopping, key, long_chat, "Tell me a long story")
+        short_stream, short_reply = api_reply(stopping, key, short_chat, "Say something short")
         wait_for(lambda: flushed_some_text(short_reply), what="the short reply's first words")
 
         async def stop_while_a_page_watches() -> tuple[ReplyWatcher, int]:
@@ -310,9 +304,7 @@ def test_sigterm_of_a_lone_process_stores_its_reply_and_the_restarted_one_takes_
     _, key = ApiToken.issue(alice, "tests")
     env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="0.5")
     with Daphne("restarting", **env) as restarting:
-        stream = ApiStream(restarting, key, conversation.pk, "Tell me a long story")
-        stream.start()
-        reply = streaming_reply(conversation)
+        stream, reply = api_reply(restarting, key, conversation, "Tell me a long story")
         wait_for(lambda: flushed_some_text(reply), what="a first flush")
         assert restarting.terminate() == 0
     event, final = stream.final_event()
@@ -335,9 +327,7 @@ def test_a_second_sigterm_stores_the_replies_at_once_without_waiting_out_the_gra
     _, key = ApiToken.issue(alice, "tests")
     env = server_env(model, CHAT_SHUTDOWN_GRACE_SECONDS="600")
     with Daphne("impatient", **env) as impatient:
-        stream = ApiStream(impatient, key, conversation.pk, "Tell me a long story")
-        stream.start()
-        reply = streaming_reply(conversation)
+        stream, reply = api_reply(impatient, key, conversation, "Tell me a long story")
         impatient.process.send_signal(signal.SIGTERM)
         wait_for(lambda: "Shutting down" in impatient.log.read_text(), what="the grace period")
         assert impatient.terminate(timeout=20) == 0
