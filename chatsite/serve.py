@@ -19,8 +19,8 @@ import asyncio
 import logging
 import signal
 
-from daphne.cli import CommandLineInterface
-from daphne.server import Server  # installs Twisted's asyncio reactor: before anything else
+from daphne.cli import CommandLineInterface  # daphne before Twisted: it installs the reactor
+from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from twisted.internet import defer
