@@ -969,7 +969,7 @@ async def _store_final(
 ) -> None:
     await _cancel_and_wait(helpers, give_up_after=5)
     # Stored first: the database is the record, the channel layer only tells the pages.
-    if generation.lease_lost or not await _store_until_done(generation, status, metadata):
+    if not await _store_until_done(generation, status, metadata):
         # Taken for dead and marked interrupted (its process was paused, say): the watchers
         # are told the reply ended, and read it as stored.
         logger.warning(
