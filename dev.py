@@ -113,7 +113,9 @@ def run(args: list[str]) -> int:
     if status:
         return status
     print(f"chatsite is running at http://{host}:{port}/  (Ctrl+C stops it)", flush=True)
-    command = [str(BIN / "daphne"), "-b", host, "-p", port, *args, "chatsite.asgi:application"]
+    # daphne with a graceful stop: replies being written get a grace period, then are stored.
+    serve = [str(PYTHON), "-m", "chatsite.serve"]
+    command = [*serve, "-b", host, "-p", port, *args, "chatsite.asgi:application"]
     return until_it_exits(command, env, interactive=False)
 
 

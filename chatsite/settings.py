@@ -342,6 +342,9 @@ CHAT_MAX_REPLIES_PER_USER = env_int("CHAT_MAX_REPLIES_PER_USER", 3)
 CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)
+# On SIGTERM, replies being generated get this long to finish before they are stored as
+# interrupted (chatsite/serve.py). The whole stop then fits in docker's default 10 s.
+CHAT_SHUTDOWN_GRACE_SECONDS = env_float("CHAT_SHUTDOWN_GRACE_SECONDS", 5.0)
 CHAT_OFFLINE_TOKEN_DELAY = env_float("CHAT_OFFLINE_TOKEN_DELAY", 0.02)
 # A reply streamed by the JSON API sends a comment after this long without text, so proxies and
 # clients do not take a slow model for a dead connection.

@@ -47,6 +47,10 @@ MAX_PAGE_SIZE = 100
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 NOT_FOUND_MESSAGE = "No such conversation."
+CUT_MESSAGE = (
+    "The server was interrupted while writing this reply and kept less of it than was sent: "
+    "`reply` is the reply as stored."
+)
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
 
@@ -481,7 +485,7 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
     if _wants_json(request):
         try:
             async for event, data in watching.reply_events(reply.pk):
-                if event == "done":
+                if event in ("done", "cut"):
                     turn["reply"] = message_json(data)
         except watching.ReplyGone:
             raise _not_found() from None
@@ -496,6 +500,13 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
                     yield _sse("delta", {"text": data})
                 elif event == "done":
                     yield _sse("done", message_json(data))
+                elif event == "cut":
+                    # Never a `done` with less text than the client was sent.
+                    reply_as_stored = message_json(data)
+                    yield _sse(
+                        "error",
+                        {"code": "interrupted", "message": CUT_MESSAGE, "reply": reply_as_stored},
+                    )
                 else:
                     yield _sse(event, {})
         except watching.ReplyGone:

@@ -12,8 +12,16 @@ While it runs, the task
   that follow or unfollow it,
 and finally stores the reply once, with model and usage, and announces that it is done.
 
+Each write names the reply's lease, a token stored with the reply when it starts. Marking a
+reply interrupted clears it: a generator whose process was paused long enough to be taken for
+dead finds its lease gone at its next write, stops at once and never writes again, so it cannot
+overwrite what the conversation became meanwhile. A write that fails (the database has no
+connection to spare) loses nothing: the text stays in memory and is written at the next tick,
+and the final store is retried until it succeeds.
+
 A process takes at most CHAT_MAX_REPLIES replies at once; `begin()` refuses one more with
-ProcessBusy before anything is stored.
+ProcessBusy before anything is stored. When the process shuts down (`shut_down()`), it takes no
+more, lets those running finish for a grace period and stores the rest as interrupted.
 """
 
 import asyncio
@@ -29,7 +37,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import caches
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from . import context, events, fragments, provider, providers, quota
@@ -55,6 +63,12 @@ class ProcessBusy(Exception):
     )
 
 
+class ShuttingDown(ProcessBusy):
+    """This process is shutting down: another one, or this one restarted, takes the message."""
+
+    message = "The server is restarting. Your message was not sent; try again in a few seconds."
+
+
 @dataclass
 class Generation:
     conversation_id: uuid.UUID
@@ -62,6 +76,9 @@ class Generation:
     model: str
     # What the model is sent: read in the transaction that stored the reply.
     history: list[dict[str, str]]
+    # The reply's fencing token: every write of this generation is made only while the row
+    # still holds it.
+    lease: uuid.UUID
     provider: str = ""
     temperature: float | None = None
     parts: list[str] = field(default_factory=list)
@@ -70,7 +87,10 @@ class Generation:
     flushed: int = 0
     # When the reply was last written to the database (time.monotonic()): its heartbeat.
     last_write: float = field(default_factory=time.monotonic)
-    stop_requested: bool = False
+    # Why the reader was cancelled, if it was on purpose: the status the reply ends with.
+    cut_short: str = ""
+    # The reply was marked interrupted meanwhile: what is stored stands, nothing more is written.
+    lease_lost: bool = False
     first_token_at: float | None = None
     reader: asyncio.Task | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,7 +114,20 @@ class Generation:
         self.changed.set()
 
     def request_stop(self) -> None:
-        self.stop_requested = True
+        self._cut_short(Message.Status.STOPPED)
+
+    def interrupt(self) -> None:
+        """End the reply now, stored as interrupted with the text so far (the process stops)."""
+        self._cut_short(Message.Status.INTERRUPTED)
+
+    def lose_lease(self) -> None:
+        """The reply was taken for dead and marked interrupted: stop, and write nothing more."""
+        self.lease_lost = True
+        self._cut_short(Message.Status.INTERRUPTED)
+
+    def _cut_short(self, status: str) -> None:
+        self.cut_short = self.cut_short or status
+        # Cancelling the reader closes the request to the model.
         if self.reader and not self.reader.done():
             self.reader.cancel()
 
@@ -104,6 +137,8 @@ class Generation:
 _running: dict[uuid.UUID, tuple[Generation, asyncio.Task]] = {}
 # Replies admitted by begin() or regenerate() and not yet running: counted against the cap.
 _admitting = 0
+# Set by shut_down(): no reply is taken any more.
+_shutting_down = False
 
 
 def replies_in_progress() -> int:
@@ -116,7 +151,10 @@ def ensure_capacity() -> None:
 
     Asks nothing of the database: a request that would start a reply is refused by it before
     its session is even read, so that refusals cost the process, and its pool, next to nothing.
+    Raises ShuttingDown, a kind of ProcessBusy, once the process is shutting down.
     """
+    if _shutting_down:
+        raise ShuttingDown
     if replies_in_progress() >= settings.CHAT_MAX_REPLIES:
         raise ProcessBusy
 
@@ -167,6 +205,7 @@ def _new_reply(conversation: Conversation, created_at) -> Message:
         status=Message.Status.STREAMING,
         created_at=created_at,
         metadata=_answered_by(conversation.metadata),
+        lease=uuid.uuid4(),
     )
 
 
@@ -249,7 +288,8 @@ def _store_regeneration(conversation: Conversation) -> tuple[Message, list[dict[
 def mark_stale_replies_interrupted(
     conversation_id: uuid.UUID | None = None,
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Mark replies whose generator stopped beating (its process died) as interrupted.
+    """Mark replies whose generator stopped beating (its process died) as interrupted, and
+    take their lease: a generator that was only paused finds it gone and writes no more.
 
     Returns the (conversation id, reply id) of each reply marked.
     """
@@ -260,11 +300,15 @@ def mark_stale_replies_interrupted(
         stale = stale.filter(conversation_id=conversation_id)
     marked = []
     for conversation_pk, reply_pk in stale.values_list("conversation_id", "pk"):
+        if reply_pk in _running:
+            # Generated here, so alive, whatever its heartbeat says: its writes failed for want
+            # of a database connection, and it holds text that only it can store.
+            continue
         # Re-checked row by row: a reply whose generator beat meanwhile is left alone.
         if (
             Message.objects.filter(pk=reply_pk, status=Message.Status.STREAMING)
             .filter(updated_at__lt=stale_streaming_cutoff())
-            .update(status=Message.Status.INTERRUPTED, updated_at=timezone.now())
+            .update(status=Message.Status.INTERRUPTED, updated_at=timezone.now(), lease=None)
         ):
             marked.append((conversation_pk, reply_pk))
     quota.settle_ended(None if conversation_id is None else [reply for _, reply in marked])
@@ -351,38 +395,64 @@ def _fit_context(
 
 
 @unit_of_work
-def _flush(texts: list[tuple[uuid.UUID, str]]) -> None:
-    """Store the text so far of streaming replies, and beat their hearts: one statement,
-    executed for every reply, in one transaction.
+def _flush(texts: list[tuple[uuid.UUID, uuid.UUID, str]]) -> set[uuid.UUID]:
+    """Store the text so far of streaming replies, given as (id, lease, text), and beat their
+    hearts: one statement, executed for every reply, in one transaction.
 
     One call per tick for all the replies a process streams, not one per reply: with a thousand
     streaming, a call each was a thousand thread hops, pool checkouts and commits a second.
+    Returns the ids of the replies whose lease is lost: nothing was written to them.
     """
     pk = Message._meta.pk
     # Names from the model, quoted by the backend; the values are parameters.
-    sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s AND {} = %s".format(  # noqa: S608
+    sql = "UPDATE {} SET {} = %s, {} = %s WHERE {} = %s AND {} = %s AND {} = %s".format(  # noqa: S608
         *map(
             connection.ops.quote_name,
-            [Message._meta.db_table, "content", "updated_at", pk.column, "status"],
+            [Message._meta.db_table, "content", "updated_at", pk.column, "lease", "status"],
         )
     )
+    lease = Message._meta.get_field("lease")
     now = Message._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
     rows = [
-        (text, now, pk.get_db_prep_value(message_id, connection), Message.Status.STREAMING)
-        for message_id, text in sorted(texts)  # one lock order for every writer
+        (
+            text,
+            now,
+            pk.get_db_prep_value(message_id, connection),
+            lease.get_db_prep_value(held, connection),
+            Message.Status.STREAMING,
+        )
+        for message_id, held, text in sorted(texts)  # one lock order for every writer
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+        if cursor.rowcount == len(rows):
+            return set()
+        # Rare: some reply was marked interrupted, or deleted with its conversation. Which?
+        leases = {message_id: held for message_id, held, _ in texts}
+        still_held = {
+            message_id
+            for message_id, held in Message.objects.filter(
+                pk__in=leases, status=Message.Status.STREAMING
+            ).values_list("pk", "lease")
+            if held == leases[message_id]
+        }
+        return set(leases) - still_held
 
 
 @unit_of_work
-def _finish(message_id: uuid.UUID, text: str, status: str, metadata: dict) -> None:
-    # Also over "interrupted": a reply taken for dead while its generator was alive (a stalled
-    # heartbeat) still gets its whole text.
-    Message.objects.filter(
-        pk=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
-    ).update(content=text, status=status, metadata=metadata, updated_at=timezone.now())
+def _finish(
+    message_id: uuid.UUID, lease: uuid.UUID, text: str, status: str, metadata: dict
+) -> bool:
+    """Store the reply in its final state, if its generator still holds the lease; False if not
+    (the reply was marked interrupted meanwhile, or deleted): then nothing is written. Its usage
+    is settled either way: the provider billed what it sent."""
+    stored = bool(
+        Message.objects.filter(pk=message_id, lease=lease, status=Message.Status.STREAMING).update(
+            content=text, status=status, metadata=metadata, updated_at=timezone.now(), lease=None
+        )
+    )
     quota.settle(message_id, text, status, metadata)
+    return stored
 
 
 def _detached(coroutine) -> asyncio.Future:
@@ -455,6 +525,7 @@ def start(conversation_id: uuid.UUID, reply: Message, history: list[dict[str, st
         conversation_id=conversation_id,
         message_id=reply.pk,
         history=history,
+        lease=reply.lease,
         model=reply.metadata.get("model") or provider.default_model(),
         provider=reply.metadata.get("provider", ""),
         temperature=reply.metadata.get("temperature"),
@@ -475,6 +546,41 @@ def _forget(task: asyncio.Task) -> None:
             del _running[message_id]
     if not task.cancelled() and task.exception():
         logger.error("Generation task failed", exc_info=task.exception())
+
+
+# After the grace period, how long the replies cut short may take to be stored and announced.
+SHUTDOWN_STORE_SECONDS = 5.0
+
+
+async def shut_down(grace: float) -> None:
+    """Stop this process's replies for good, as the process is about to exit.
+
+    No reply is taken any more (ShuttingDown); those running are given `grace` seconds to finish,
+    then the rest are cut short and stored as interrupted with all the text they have, and their
+    watchers are told, as for any reply that ends.
+    """
+    global _shutting_down
+    _shutting_down = True
+    if replies_in_progress():
+        logger.info(
+            "Shutting down: waiting up to %s s for %d replies", grace, replies_in_progress()
+        )
+    await _wait_for_replies(time.monotonic() + grace, cut_short=False)
+    if replies_in_progress():
+        logger.info("Shutting down: storing %d replies as interrupted", replies_in_progress())
+        await _wait_for_replies(time.monotonic() + SHUTDOWN_STORE_SECONDS, cut_short=True)
+    if replies_in_progress():
+        logger.error("Shutting down: %d replies could not be stored", replies_in_progress())
+
+
+async def _wait_for_replies(deadline: float, *, cut_short: bool) -> None:
+    """Wait until this process has no reply left, or until `deadline`; with `cut_short`,
+    interrupt every reply running (including those that were being admitted meanwhile)."""
+    while replies_in_progress() and time.monotonic() < deadline:
+        if cut_short:
+            for generation, _ in list(_running.values()):
+                generation.interrupt()
+        await asyncio.sleep(0.05)
 
 
 async def wait_for(message_id: uuid.UUID) -> None:
@@ -598,8 +704,9 @@ async def _write_forever() -> None:
     """Every CHAT_FLUSH_SECONDS, store the text of every reply of this process that grew.
 
     A reply that did not grow is still written once per heartbeat period, so a healthy but
-    silent stream is not taken for a dead one. A failed write is retried at the next tick: one
-    database hiccup must not stop the heartbeats.
+    silent stream (a model slow to start) is not taken for a dead one. A failed write loses
+    nothing: the text stays with its generation and is written at the next tick, and one
+    database hiccup does not stop the heartbeats. A reply whose lease is lost is told to stop.
     """
     heartbeat = max(settings.CHAT_FLUSH_SECONDS, settings.CHAT_STALE_SECONDS / 3)
     while True:
@@ -608,16 +715,21 @@ async def _write_forever() -> None:
         due = [
             (generation, generation.text)
             for generation, _ in list(_running.values())
-            if generation.flushed < generation.length or now - generation.last_write >= heartbeat
+            if not generation.lease_lost
+            and (generation.flushed < generation.length or now - generation.last_write >= heartbeat)
         ]
         if not due:
             continue
         try:
-            await _flush([(generation.message_id, text) for generation, text in due])
+            lost = await _flush([(g.message_id, g.lease, text) for g, text in due])
         except Exception:
-            logger.exception("Saving %d streaming replies failed", len(due))
+            logger.exception("Saving %d streaming replies failed; trying again", len(due))
             continue
         for generation, text in due:
+            if generation.message_id in lost:
+                # (Or stored in its final state meanwhile: then it has nothing left to write.)
+                generation.lose_lease()
+                continue
             generation.flushed = max(generation.flushed, len(text))
             generation.last_write = now
 
@@ -692,12 +804,14 @@ async def _run(generation: Generation) -> None:
         metadata["error"] = error.user_message
         metadata["error_kind"] = error.kind
     except asyncio.CancelledError:
-        if not generation.stop_requested:
-            # The process is shutting down: store what arrived, then let the cancellation go on.
+        if not generation.cut_short:
+            # This task was cancelled (its event loop is closing): store what arrived, then let
+            # the cancellation go on.
             await _store_final(generation, Message.Status.INTERRUPTED, metadata, helpers)
             raise
-        status = Message.Status.STOPPED
-        metadata["finish_reason"] = "stopped"
+        status = generation.cut_short
+        if status == Message.Status.STOPPED:
+            metadata["finish_reason"] = "stopped"
     except Exception:
         logger.exception("Generating reply %s failed", generation.message_id)
         metadata["error"] = "Something went wrong on the server while generating this reply."
@@ -825,16 +939,53 @@ async def _cancel_and_wait(tasks: list[asyncio.Task], give_up_after: float) -> N
         _, pending = await asyncio.wait(pending, timeout=0.05)
 
 
+# How long the final store of a reply is retried while the database cannot take it.
+FINAL_STORE_SECONDS = 120
+FINAL_STORE_MAX_PAUSE = 5.0
+
+
+async def _store_until_done(generation: Generation, status: str, metadata: dict) -> bool:
+    """Store the reply in its final state, trying again, less and less often, while the
+    database cannot take it (no connection to spare, a restart): the text exists nowhere else.
+    False when the lease is lost: the reply was marked interrupted and its stored text stands.
+    """
+    give_up_at = time.monotonic() + FINAL_STORE_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return await _finish(
+                generation.message_id, generation.lease, generation.text, status, metadata
+            )
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause > give_up_at:
+                raise
+            logger.warning(
+                "Storing reply %s failed; trying again in %.1f s",
+                generation.message_id,
+                pause,
+                exc_info=True,
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, FINAL_STORE_MAX_PAUSE)
+
+
 async def _store_final(
     generation: Generation, status: str, metadata: dict, helpers: list[asyncio.Task]
 ) -> None:
     await _cancel_and_wait(helpers, give_up_after=5)
     # Stored first: the database is the record, the channel layer only tells the pages.
-    await _finish(generation.message_id, generation.text, status, metadata)
-    try:
-        await _publish(generation)
-    except Exception:
-        logger.exception("Sending the end of reply %s failed", generation.message_id)
+    if not await _store_until_done(generation, status, metadata):
+        # Taken for dead and marked interrupted (its process was paused, say): the watchers
+        # are told the reply ended, and read it as stored.
+        logger.warning(
+            "Reply %s was marked interrupted, or deleted, while it was generated: not stored",
+            generation.message_id,
+        )
+    else:
+        try:
+            await _publish(generation)
+        except Exception:
+            logger.exception("Sending the end of reply %s failed", generation.message_id)
     generation.finished = True
     for inbox in generation.inboxes:
         inbox.put_nowait(events.reply_done(generation.message_id))

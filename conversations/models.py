@@ -91,6 +91,10 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     # Touched by every flush of a streaming reply: a reply whose heartbeat stops is interrupted.
     updated_at = models.DateTimeField(default=timezone.now)
+    # The fencing token of the generator writing a streaming reply: each of its writes names it,
+    # and marking the reply interrupted clears it, so a generator taken for dead (its process
+    # paused, say) never writes over what was decided meanwhile.
+    lease = models.UUIDField(null=True, blank=True, editable=False)
     # What the model reported: model, usage (token counts), finish_reason, timings, error.
     metadata = models.JSONField(default=dict, blank=True)
     # Set when a regenerated reply or an edited message replaced this one: the earlier version is

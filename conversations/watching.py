@@ -153,6 +153,10 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
     """Follow one reply from its start: ("delta", text) as it arrives, ("keep-alive", None)
     after CHAT_API_KEEPALIVE_SECONDS of silence, and at last ("done", the reply as stored).
     Raises ReplyGone if it is deleted meanwhile.
+
+    The last event is ("cut", the reply as stored) instead when less of it was stored than was
+    sent: its generator was taken for dead midway (a paused process) and the reply marked
+    interrupted with the text of its last write, which its late writes do not change.
     """
     key = str(reply_id)
     follower = Follower()
@@ -187,6 +191,9 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                     finished = await stored_if_finished(reply_id)
             if finished is not None:
                 shown = follower.offsets.get(key, 0)
+                if len(finished.content) < shown:
+                    yield "cut", finished
+                    return
                 if len(finished.content) > shown:
                     yield "delta", finished.content[shown:]
                 yield "done", finished

@@ -1,9 +1,12 @@
 """Real daphne processes over the test database, for tests that need the whole stack.
 
-`Daphne(...)` starts `daphne chatsite.asgi:application` in a subprocess on a free port, sharing
-pytest-django's test database (and Redis, when REDIS_URL is set), and can stop it politely or
-kill it with SIGKILL. `ChatClient` speaks to one such process as a signed-in user: CSRF-checked
-POSTs over HTTP and the chat websocket, whose HTML fragments it turns back into reply text.
+`Daphne(...)` starts daphne as production runs it (`python -m chatsite.serve`, daphne with a
+graceful shutdown) in a subprocess on a free port, sharing pytest-django's test database (and
+Redis, when REDIS_URL is set). It can stop it as a process manager does (SIGTERM), pause and
+resume it (SIGSTOP, SIGCONT) or kill it with SIGKILL. `ChatClient` speaks to one such process as
+a signed-in user: CSRF-checked POSTs over HTTP and the chat websocket, whose HTML fragments it
+turns back into reply text. `ApiStream` sends a message through the JSON API and reads the
+reply's server-sent events in a thread, while the test does other things to the server.
 """
 
 import asyncio
@@ -15,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +26,10 @@ from urllib.parse import quote
 import httpx2
 import websockets
 from django.conf import settings
+from django.test import Client
+
+from conversations.models import Conversation, Message
+from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -41,6 +49,46 @@ def database_url() -> str:
         port = f":{database['PORT']}" if database.get("PORT") else ""
         return f"postgres://{credentials}@{host}{port}/{quote(database['NAME'], safe='')}"
     raise RuntimeError(f"No way to share a {engine} database with daphne")
+
+
+def server_env(model: FakeOpenAI, **extra: str) -> dict[str, str]:
+    """The environment of a daphne that asks `model` for its replies and saves them often."""
+    return {
+        "OPENAI_BASE_URL": model.base_url,
+        "OPENAI_API_KEY": model.api_key or "sk-live-tests",
+        "OPENAI_MAX_RETRIES": "0",
+        "CHAT_DEFAULT_MODEL": "fake-model",
+        "CHAT_FLUSH_SECONDS": "0.2",
+        "CHAT_AUTO_TITLE": "0",
+        **extra,
+    }
+
+
+def session_key(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+def wait_for(condition, timeout: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def streaming_reply(conversation: Conversation) -> Message:
+    wait_for(
+        lambda: conversation.messages.filter(status=Message.Status.STREAMING).exists(),
+        what="a streaming reply",
+    )
+    return conversation.messages.get(status=Message.Status.STREAMING)
+
+
+def flushed_some_text(reply: Message) -> bool:
+    reply.refresh_from_db()
+    return bool(reply.content)
 
 
 def free_port() -> int:
@@ -80,7 +128,7 @@ class Daphne:
                 [
                     sys.executable,
                     "-m",
-                    "daphne",
+                    "chatsite.serve",
                     "-b",
                     "127.0.0.1",
                     "-p",
@@ -109,8 +157,24 @@ class Daphne:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()
 
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, as systemd or docker stop a service; returns the exit status."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen, as by a long pause of its machine or container."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def __exit__(self, *exc_info) -> None:
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused process cannot stop
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -174,6 +238,57 @@ class ChatClient:
         return websockets.connect(
             url, additional_headers={"Cookie": cookie, "Origin": self.server.url}
         )
+
+
+class ApiStream(threading.Thread):
+    """A message sent through the API with a token, its reply's events read as they arrive."""
+
+    def __init__(self, server: Daphne, key: str, conversation_id, content: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{server.url}/api/v1/conversations/{conversation_id}/messages"
+        self.key, self.content = key, content
+        self.status_code = 0
+        self.events: list[tuple[str, dict]] = []
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            with httpx2.stream(
+                "POST",
+                self.url,
+                json={"content": self.content},
+                headers={"Authorization": f"Bearer {self.key}"},
+                timeout=60,
+            ) as response:
+                self.status_code = response.status_code
+                event = ""
+                for line in response.iter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        self.events.append((event, json.loads(line.removeprefix("data: "))))
+        except Exception as error:  # a cut stream: the test says what it expected instead
+            self.error = error
+
+    @property
+    def text(self) -> str:
+        """The reply's text as the client was sent it, delta by delta."""
+        return "".join(data["text"] for event, data in self.events if event == "delta")
+
+    def final_event(self, timeout: float = 30) -> tuple[str, dict]:
+        """The stream's last event, once it has ended."""
+        self.join(timeout)
+        assert not self.is_alive(), "the stream did not end"
+        assert self.status_code == 200 and self.events, (self.status_code, self.error)
+        return self.events[-1]
+
+
+def api_reply(server: Daphne, key: str, conversation: Conversation, text: str):
+    """Send a message through `server`'s API: its event stream, being read, and its reply, once
+    it is streaming."""
+    stream = ApiStream(server, key, conversation.pk, text)
+    stream.start()
+    return stream, streaming_reply(conversation)
 
 
 async def watch_until_finished(socket, watcher: ReplyWatcher, reply_id: str, timeout: float = 30):

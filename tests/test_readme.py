@@ -47,9 +47,9 @@ NOT_RUN = {
         "runs this test suite on PostgreSQL and Redis, as CI does"
     ),
     "sudo -u postgres ": "needs PostgreSQL's superuser, through sudo",
-    ".venv/bin/daphne ": (
+    ".venv/bin/python -m chatsite.serve ": (
         "starts a production server: tests/test_deployment.py and tests/test_reverse_proxy.py "
-        "start daphne as documented"
+        "start it as documented"
     ),
     "curl ": "needs a running server and an API token: tests/test_api.py covers each endpoint",
     ".venv/bin/python -m bench.": "a benchmark, which runs for minutes: docs/performance.md",
