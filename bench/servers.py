@@ -158,7 +158,9 @@ class AppServer(Process):
 
     def command(self) -> list[str]:
         if self.kind == "daphne":
-            return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port)]
+            # As production runs it: daphne with chatsite's graceful stop.
+            serve = [sys.executable, "-m", "chatsite.serve"]
+            return [*serve, "-b", "127.0.0.1", "-p", str(self.port)]
         return [
             sys.executable,
             "-m",
