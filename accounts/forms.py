@@ -1,5 +1,6 @@
 from allauth.account import forms as allauth_forms
 from allauth.account.models import EmailAddress
+from allauth.core import context
 from django import forms
 from django.http import HttpRequest
 
@@ -35,6 +36,14 @@ class DefaultsForm(forms.Form):
 class AddEmailForm(allauth_forms.AddEmailForm):
     """allauth's form on the email page (settings.ACCOUNT_FORMS): the address is only mailed a
     link, and stored once the link is followed (accounts/email_addresses.py)."""
+
+    def clean_email(self) -> str:
+        email = super().clean_email()
+        if email_addresses.too_many_links(context.request, self.user, email):
+            raise forms.ValidationError(
+                "Too many new addresses lately: try again in an hour.", code="too_many_links"
+            )
+        return email
 
     def save(self, request: HttpRequest) -> EmailAddress:
         email = self.cleaned_data["email"]

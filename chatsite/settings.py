@@ -256,6 +256,11 @@ ACCOUNT_RATE_LIMITS = {
     "login_failed": "10/m/ip,5/5m/key",
     "signup": "20/m/ip",
     "reset_password": "20/m/ip,5/m/key",
+    # Links mailed to added addresses: one per account and address every 3 minutes (the link
+    # stays good for days), so another account's tries never silence this one's; and links to
+    # at most 5 addresses an hour per account.
+    "add_email": "1/3m/key",
+    "add_email_per_account": "5/h/user",
 }
 
 EMAIL_HOST = env_str("EMAIL_HOST")

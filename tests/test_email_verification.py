@@ -10,6 +10,7 @@ import pytest
 from allauth.account.models import EmailAddress
 from django.apps import apps
 from django.core import mail
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -37,10 +38,31 @@ def sign_up(client: Client, email: str):
     )
 
 
+@pytest.fixture(autouse=True)
+def no_mail_limits_left_from_earlier_tests() -> None:
+    """Links mailed per account are counted by account id, which the test database reuses."""
+    cache.clear()
+
+
+def mailed_links(email: str) -> list[str]:
+    """The paths of the links in the mails sent to `email`."""
+    return [
+        urlparse(re.search(r"https?://\S+", message.body)[0]).path
+        for message in mail.outbox
+        if message.to == [email]
+    ]
+
+
 def mailed_link(email: str) -> str:
     """The path of the link in the one mail sent to `email`."""
-    [message] = [message for message in mail.outbox if message.to == [email]]
-    return urlparse(re.search(r"https?://\S+", message.body)[0]).path
+    [link] = mailed_links(email)
+    return link
+
+
+def said(client: Client, response) -> list[str]:
+    """The messages shown on the page a response redirects to."""
+    page = client.get(response["Location"])
+    return [str(message) for message in page.context["messages"]]
 
 
 def test_someone_elses_address_added_to_an_account_signs_no_one_in(bob, bob_client):
@@ -143,3 +165,39 @@ def test_with_mandatory_verification_a_new_account_waits_for_its_address(setting
     assert waiting.status_code == 302
     assert EmailAddress.objects.get(email=address).verified
     assert signs_in(address, NEW_PASSWORD)
+
+
+def test_an_address_someone_else_added_first_still_gets_its_owners_link(
+    alice, bob_client, alice_client
+):
+    """Bob adding Alice's address first used to silence her own link for minutes."""
+    work = some_email("alice-work")
+
+    add_address(bob_client, work)
+    asked = add_address(alice_client, work)
+    [bobs_link, alices_link] = mailed_links(work)
+
+    assert bobs_link != alices_link
+    assert said(alice_client, asked) == [f"Confirmation email sent to {work}."]
+    alice_client.post(alices_link)
+    assert EmailAddress.objects.get(email=work).user == alice
+
+
+def test_adding_the_same_address_again_within_minutes_mails_one_link(alice_client):
+    """The link mailed first stays good for days."""
+    work = some_email("alice-work")
+
+    first = said(alice_client, add_address(alice_client, work))
+    again = said(alice_client, add_address(alice_client, work))
+
+    assert len(mailed_links(work)) == 1
+    assert first == again == [f"Confirmation email sent to {work}."]
+
+
+def test_an_account_mails_links_to_five_new_addresses_an_hour(alice_client):
+    addresses = [some_email(f"alice-{n}") for n in range(6)]
+
+    answers = [add_address(alice_client, address) for address in addresses]
+
+    assert [len(mailed_links(address)) for address in addresses] == [1, 1, 1, 1, 1, 0]
+    assert "Too many new addresses lately" in answers[-1].content.decode()
