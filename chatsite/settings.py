@@ -247,7 +247,10 @@ ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
 ACCOUNT_PREVENT_ENUMERATION = True
 # An address added to an account is stored only once the link mailed to it is followed
 # (accounts/email_addresses.py): until then it signs no one in, and stays free for its owner.
-ACCOUNT_FORMS = {"add_email": "accounts.forms.AddEmailForm"}
+ACCOUNT_FORMS = {
+    "add_email": "accounts.forms.AddEmailForm",
+    "signup": "accounts.forms.SignupForm",
+}
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
 ACCOUNT_SESSION_REMEMBER = None
 ACCOUNT_RATE_LIMITS = {

@@ -4,11 +4,13 @@ setting) signing up does not tell whether an address already has an account."""
 
 import importlib
 import re
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.apps import apps
+from django.contrib.auth.hashers import get_hasher
 from django.core import mail
 from django.core.cache import cache
 from django.test import Client
@@ -201,3 +203,46 @@ def test_an_account_mails_links_to_five_new_addresses_an_hour(alice_client):
 
     assert [len(mailed_links(address)) for address in addresses] == [1, 1, 1, 1, 1, 0]
     assert "Too many new addresses lately" in answers[-1].content.decode()
+
+
+def test_with_mandatory_verification_signup_hashes_the_password_whether_or_not_the_address_is_taken(
+    settings,
+):
+    """Hashing a password is slow on purpose: a taken address answered without it, ten times
+    faster than a free one, told which addresses have accounts."""
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    member = User.objects.create_user(some_email("member"), PASSWORD)
+    EmailAddress.objects.create(user=member, email=member.email, primary=True, verified=True)
+    hasher = type(get_hasher())
+
+    with mock.patch.object(hasher, "encode", autospec=True, side_effect=hasher.encode) as encode:
+        sign_up(visitor(), member.email)
+        hashed_for_taken = encode.call_count
+        sign_up(visitor(), some_email("newcomer"))
+        hashed_for_free = encode.call_count - hashed_for_taken
+
+    assert hashed_for_taken == hashed_for_free == 1
+    assert signs_in(member.email, PASSWORD) and not signs_in(member.email, NEW_PASSWORD)
+
+
+def test_with_mandatory_verification_signing_up_again_with_a_taken_address_says_the_same(settings):
+    """allauth mails the owner of a taken address once every few minutes, and said nothing when
+    it did not; a free address is always told a mail was sent."""
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    member = User.objects.create_user(some_email("member"), PASSWORD)
+    EmailAddress.objects.create(user=member, email=member.email, primary=True, verified=True)
+    newcomer = some_email("newcomer")
+
+    first, again, free = visitor(), visitor(), visitor()
+    first_answer = sign_up(first, member.email)
+    again_answer = sign_up(again, member.email)
+    free_answer = sign_up(free, newcomer)
+
+    assert first_answer["Location"] == again_answer["Location"] == free_answer["Location"]
+    assert (
+        said(first, first_answer)
+        == said(again, again_answer)
+        == [f"Confirmation email sent to {member.email}."]
+    )
+    assert said(free, free_answer) == [f"Confirmation email sent to {newcomer}."]
+    assert len([message for message in mail.outbox if message.to == [member.email]]) == 1
