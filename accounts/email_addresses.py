@@ -20,14 +20,30 @@ from .models import User
 SALT = "accounts.email_addresses"
 
 
-def send_link(request: HttpRequest, user: User, email: str) -> None:
-    """Mail `email` the link that adds it to `user`'s account.
+def _sent_lately(request: HttpRequest, user: User, email: str, *, dry_run: bool = False) -> bool:
+    """Whether `user` was mailed a link for `email` lately (ACCOUNT_RATE_LIMITS "add_email").
 
-    One mail per address every few minutes (allauth's `confirm_email` rate): a link already
-    sent stays good for ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS.
+    Counted per account *and* address: another account adding the same address silences
+    nothing of this one's.
     """
+    key = f"{user.pk}:{email.lower()}"
+    return not ratelimit.consume(request, action="add_email", key=key, dry_run=dry_run)
+
+
+def too_many_links(request: HttpRequest, user: User, email: str) -> bool:
+    """Whether adding `email` would mail a link beyond the account's limit
+    (ACCOUNT_RATE_LIMITS "add_email_per_account")."""
+    return not _sent_lately(request, user, email, dry_run=True) and not ratelimit.consume(
+        request, action="add_email_per_account", user=user, dry_run=True
+    )
+
+
+def send_link(request: HttpRequest, user: User, email: str) -> None:
+    """Mail `email` the link that adds it to `user`'s account, unless it was lately: a link
+    already sent stays good for ACCOUNT_EMAIL_CONFIRMATION_EXPIRE_DAYS."""
     adapter = get_adapter(request)
-    if ratelimit.consume(request, action="confirm_email", key=email.lower()):
+    if not _sent_lately(request, user, email):
+        ratelimit.consume(request, action="add_email_per_account", user=user)
         token = signing.dumps({"user": user.pk, "email": email}, salt=SALT)
         link = request.build_absolute_uri(reverse("email_add_confirm", args=[token]))
         adapter.send_mail("account/email/add_email", email, {"user": user, "link": link})

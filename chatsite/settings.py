@@ -247,7 +247,10 @@ ACCOUNT_EMAIL_VERIFICATION = env_str("ACCOUNT_EMAIL_VERIFICATION", "none")
 ACCOUNT_PREVENT_ENUMERATION = True
 # An address added to an account is stored only once the link mailed to it is followed
 # (accounts/email_addresses.py): until then it signs no one in, and stays free for its owner.
-ACCOUNT_FORMS = {"add_email": "accounts.forms.AddEmailForm"}
+ACCOUNT_FORMS = {
+    "add_email": "accounts.forms.AddEmailForm",
+    "signup": "accounts.forms.SignupForm",
+}
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
 ACCOUNT_SESSION_REMEMBER = None
 ACCOUNT_RATE_LIMITS = {
@@ -256,6 +259,11 @@ ACCOUNT_RATE_LIMITS = {
     "login_failed": "10/m/ip,5/5m/key",
     "signup": "20/m/ip",
     "reset_password": "20/m/ip,5/m/key",
+    # Links mailed to added addresses: one per account and address every 3 minutes (the link
+    # stays good for days), so another account's tries never silence this one's; and links to
+    # at most 5 addresses an hour per account.
+    "add_email": "1/3m/key",
+    "add_email_per_account": "5/h/user",
 }
 
 EMAIL_HOST = env_str("EMAIL_HOST")

@@ -4,12 +4,15 @@ setting) signing up does not tell whether an address already has an account."""
 
 import importlib
 import re
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.apps import apps
+from django.contrib.auth.hashers import get_hasher
 from django.core import mail
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 
@@ -37,10 +40,31 @@ def sign_up(client: Client, email: str):
     )
 
 
+@pytest.fixture(autouse=True)
+def no_mail_limits_left_from_earlier_tests() -> None:
+    """Links mailed per account are counted by account id, which the test database reuses."""
+    cache.clear()
+
+
+def mailed_links(email: str) -> list[str]:
+    """The paths of the links in the mails sent to `email`."""
+    return [
+        urlparse(re.search(r"https?://\S+", message.body)[0]).path
+        for message in mail.outbox
+        if message.to == [email]
+    ]
+
+
 def mailed_link(email: str) -> str:
     """The path of the link in the one mail sent to `email`."""
-    [message] = [message for message in mail.outbox if message.to == [email]]
-    return urlparse(re.search(r"https?://\S+", message.body)[0]).path
+    [link] = mailed_links(email)
+    return link
+
+
+def said(client: Client, response) -> list[str]:
+    """The messages shown on the page a response redirects to."""
+    page = client.get(response["Location"])
+    return [str(message) for message in page.context["messages"]]
 
 
 def test_someone_elses_address_added_to_an_account_signs_no_one_in(bob, bob_client):
@@ -143,3 +167,82 @@ def test_with_mandatory_verification_a_new_account_waits_for_its_address(setting
     assert waiting.status_code == 302
     assert EmailAddress.objects.get(email=address).verified
     assert signs_in(address, NEW_PASSWORD)
+
+
+def test_an_address_someone_else_added_first_still_gets_its_owners_link(
+    alice, bob_client, alice_client
+):
+    """Bob adding Alice's address first used to silence her own link for minutes."""
+    work = some_email("alice-work")
+
+    add_address(bob_client, work)
+    asked = add_address(alice_client, work)
+    [bobs_link, alices_link] = mailed_links(work)
+
+    assert bobs_link != alices_link
+    assert said(alice_client, asked) == [f"Confirmation email sent to {work}."]
+    alice_client.post(alices_link)
+    assert EmailAddress.objects.get(email=work).user == alice
+
+
+def test_adding_the_same_address_again_within_minutes_mails_one_link(alice_client):
+    """The link mailed first stays good for days."""
+    work = some_email("alice-work")
+
+    first = said(alice_client, add_address(alice_client, work))
+    again = said(alice_client, add_address(alice_client, work))
+
+    assert len(mailed_links(work)) == 1
+    assert first == again == [f"Confirmation email sent to {work}."]
+
+
+def test_an_account_mails_links_to_five_new_addresses_an_hour(alice_client):
+    addresses = [some_email(f"alice-{n}") for n in range(6)]
+
+    answers = [add_address(alice_client, address) for address in addresses]
+
+    assert [len(mailed_links(address)) for address in addresses] == [1, 1, 1, 1, 1, 0]
+    assert "Too many new addresses lately" in answers[-1].content.decode()
+
+
+def test_with_mandatory_verification_signup_hashes_the_password_whether_or_not_the_address_is_taken(
+    settings,
+):
+    """Hashing a password is slow on purpose: a taken address answered without it, ten times
+    faster than a free one, told which addresses have accounts."""
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    member = User.objects.create_user(some_email("member"), PASSWORD)
+    EmailAddress.objects.create(user=member, email=member.email, primary=True, verified=True)
+    hasher = type(get_hasher())
+
+    with mock.patch.object(hasher, "encode", autospec=True, side_effect=hasher.encode) as encode:
+        sign_up(visitor(), member.email)
+        hashed_for_taken = encode.call_count
+        sign_up(visitor(), some_email("newcomer"))
+        hashed_for_free = encode.call_count - hashed_for_taken
+
+    assert hashed_for_taken == hashed_for_free == 1
+    assert signs_in(member.email, PASSWORD) and not signs_in(member.email, NEW_PASSWORD)
+
+
+def test_with_mandatory_verification_signing_up_again_with_a_taken_address_says_the_same(settings):
+    """allauth mails the owner of a taken address once every few minutes, and said nothing when
+    it did not; a free address is always told a mail was sent."""
+    settings.ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+    member = User.objects.create_user(some_email("member"), PASSWORD)
+    EmailAddress.objects.create(user=member, email=member.email, primary=True, verified=True)
+    newcomer = some_email("newcomer")
+
+    first, again, free = visitor(), visitor(), visitor()
+    first_answer = sign_up(first, member.email)
+    again_answer = sign_up(again, member.email)
+    free_answer = sign_up(free, newcomer)
+
+    assert first_answer["Location"] == again_answer["Location"] == free_answer["Location"]
+    assert (
+        said(first, first_answer)
+        == said(again, again_answer)
+        == [f"Confirmation email sent to {member.email}."]
+    )
+    assert said(free, free_answer) == [f"Confirmation email sent to {newcomer}."]
+    assert len([message for message in mail.outbox if message.to == [member.email]]) == 1
