@@ -58,22 +58,39 @@ def test_without_a_secret_key_manage_py_says_how_to_set_one(command: tuple[str, 
 @pytest.mark.parametrize(
     ("variable", "value", "complaint"),
     [
-        ("DATABASE_POOL_MAX", "ten", "DATABASE_POOL_MAX must be an integer, got 'ten'."),
-        ("CHAT_MAX_REPLIES", "1e3", "CHAT_MAX_REPLIES must be an integer, got '1e3'."),
-        ("CHAT_FLUSH_SECONDS", "soon", "CHAT_FLUSH_SECONDS must be a number, got 'soon'."),
+        ("DATABASE_POOL_MAX", "ten", "must be an integer, got 'ten'."),
+        ("CHAT_MAX_REPLIES", "1e3", "must be an integer, got '1e3'."),
+        ("CHAT_FLUSH_SECONDS", "soon", "must be a finite number of seconds, got 'soon'."),
         (
             "SECURE_COOKIES",
             "ture",
-            "SECURE_COOKIES must be one of 1, true, yes, on or 0, false, no, off, got 'ture'.",
+            "must be one of 1, true, yes, on or 0, false, no, off, got 'ture'.",
         ),
+        # Numbers that passed `check`, then broke every send, handshake or reply at run time.
+        ("CHAT_STALE_SECONDS", "nan", "must be a finite number of seconds, got 'nan'."),
+        ("CHAT_SOCKET_RECHECK_SECONDS", "inf", "must be a finite number of seconds, got 'inf'."),
+        ("CHAT_FLUSH_SECONDS", "NaN", "must be a finite number of seconds, got 'NaN'."),
+        ("CHAT_SHUTDOWN_GRACE_SECONDS", "inf", "must be a finite number of seconds, got 'inf'."),
+        ("CHAT_STALE_SECONDS", "1e12", "must be more than 0 and up to 86400 seconds, got '1e12'."),
+        ("OPENAI_TIMEOUT", "0", "must be more than 0 and up to 86400 seconds, got '0'."),
+        ("CHAT_OFFLINE_TOKEN_DELAY", "-1", "must be from 0 up to 86400 seconds, got '-1'."),
+        ("CHAT_MAX_SOCKETS_PER_USER", "1e7", "must be an integer, got '1e7'."),
+        (
+            "CHAT_MAX_SOCKETS_PER_USER",
+            "10000000",
+            "must be an integer from 0 to 1000, got '10000000'.",
+        ),
+        ("CHAT_PAGE_MESSAGES", "0", "must be an integer from 1 to 10000, got '0'."),
+        ("CHAT_MAX_REPLIES", "-5", "must be an integer at least 1, got '-5'."),
+        ("DATABASE_POOL_MIN", "20", "must be an integer from 0 to 10, got '20'."),
     ],
 )
-def test_a_malformed_variable_is_named_with_its_value(
+def test_a_malformed_or_absurd_variable_is_named_with_its_value(
     variable: str, value: str, complaint: str
 ) -> None:
     result = manage_py("check", SECRET_KEY="x", DATABASE_URL=UNUSED_POSTGRES, **{variable: value})
 
-    assert refusal(result) == complaint
+    assert refusal(result) == f"{variable} {complaint}"
 
 
 def test_a_database_url_of_an_unknown_kind_is_named() -> None:
