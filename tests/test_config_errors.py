@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.test import override_settings
 
+from chatsite import startup
 from tests.fresh_clone import make_clone, newcomer_environment
 from tests.live import free_port
 
@@ -164,3 +168,42 @@ def test_dev_py_run_stops_in_one_line_when_the_database_is_not_there(clone: Path
         "Check DATABASE_URL."
     )
     assert "running" not in result.stdout
+
+
+def test_a_production_server_refuses_to_start_before_collectstatic(clone: Path) -> None:
+    result = run(
+        sys.executable,
+        "-m",
+        "chatsite.serve",
+        "-p",
+        str(free_port()),
+        "chatsite.asgi:application",
+        cwd=clone,
+        SECRET_KEY="x",
+    )
+
+    assert refusal(result) == (
+        "Static files are not collected: run `manage.py collectstatic --noinput` (see README)."
+    )
+
+
+def test_the_server_starts_once_the_static_files_are_collected_where_it_serves_them(
+    tmp_path: Path,
+) -> None:
+    with override_settings(STATIC_ROOT=tmp_path):
+        with pytest.raises(ImproperlyConfigured, match=r"^Static files are not collected: "):
+            startup.check_static_files()
+
+        call_command("collectstatic", "--noinput", verbosity=0)
+
+        startup.check_static_files()
+
+
+def test_a_development_server_needs_no_collected_static_files(tmp_path: Path) -> None:
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+    with override_settings(STATIC_ROOT=tmp_path, STORAGES=storages):
+        startup.check_static_files()
