@@ -12,6 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Build Django first: it sets up apps before anything below imports models. A configuration
 # mistake stops the server at start with one line saying what to fix.
 try:
+    startup.check_static_files()
     django_asgi_app = get_asgi_application()
     startup.check_configuration()
 except ImproperlyConfigured as error:

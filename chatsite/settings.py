@@ -6,6 +6,7 @@ environment variables (see the table in README.md).
 """
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -36,24 +37,41 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value in TRUE_WORDS
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     value = env_str(name)
     if not value:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ImproperlyConfigured(f"{name} must be an integer {bounds}, got {value!r}.")
+    return number
 
 
-def env_float(name: str, default: float) -> float:
+# A duration longer than this is a mistake (a timedelta or a sleep overflows long before `inf`).
+ONE_DAY = 86_400
+
+
+def env_float(name: str, default: float, *, may_be_zero: bool = False) -> float:
+    """A number of seconds, more than 0 (or 0, if `may_be_zero`) and at most ONE_DAY."""
     value = env_str(name)
     if not value:
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}.") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name} must be a finite number of seconds, got {value!r}.")
+    if number < 0 or (number == 0 and not may_be_zero) or number > ONE_DAY:
+        lowest = "from 0" if may_be_zero else "more than 0 and"
+        raise ImproperlyConfigured(
+            f"{name} must be {lowest} up to {ONE_DAY} seconds, got {value!r}."
+        )
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -157,8 +175,8 @@ except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not usable: {error}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env_int("DATABASE_POOL_MIN", 1),
-        "max_size": env_int("DATABASE_POOL_MAX", 10),
+        "max_size": (pool_max := env_int("DATABASE_POOL_MAX", 10, minimum=1)),
+        "min_size": env_int("DATABASE_POOL_MIN", 1, maximum=pool_max),
         "timeout": 10,
     }
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -182,7 +200,7 @@ REDIS_URL = env_str("REDIS_URL")
 # Messages a websocket's channel may hold before new ones are dropped, with the in-process layer
 # (the default is 100, about three seconds of reply text for a page that falls behind). Watchers
 # recover from drops, but fewer is better.
-CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000)
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 1000, minimum=1)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -198,7 +216,7 @@ if REDIS_URL:
                     {
                         "address": REDIS_URL,
                         "socket_timeout": 30,
-                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000),
+                        "max_connections": env_int("REDIS_MAX_CONNECTIONS", 2000, minimum=1),
                     }
                 ],
                 "prefix": env_str("REDIS_PREFIX", "chatsite"),
@@ -269,7 +287,7 @@ ACCOUNT_RATE_LIMITS = {
 EMAIL_HOST = env_str("EMAIL_HOST")
 if EMAIL_HOST:
     EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_PORT = env_int("EMAIL_PORT", 587)
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1, maximum=65_535)
     EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
     EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
@@ -320,49 +338,47 @@ OPENAI_TIMEOUT = env_float("OPENAI_TIMEOUT", 60.0)
 OPENAI_CONNECT_TIMEOUT = env_float("OPENAI_CONNECT_TIMEOUT", 10.0)
 OPENAI_MAX_RETRIES = env_int("OPENAI_MAX_RETRIES", 2)
 # Connections a process may open to each provider at once: one per streaming reply.
-OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 1000)
+OPENAI_MAX_CONNECTIONS = env_int("OPENAI_MAX_CONNECTIONS", 1000, minimum=1)
 CHAT_DEFAULT_MODEL = env_str("CHAT_DEFAULT_MODEL", "gpt-4o-mini")
 CHAT_SYSTEM_PROMPT = env_str("CHAT_SYSTEM_PROMPT")
 # More providers, from a TOML file (see README.md); which one new conversations use by default.
 CHAT_PROVIDERS_FILE = env_str("CHAT_PROVIDERS_FILE")
 CHAT_DEFAULT_PROVIDER = env_str("CHAT_DEFAULT_PROVIDER")
 CHAT_DEFAULT_PROVIDER_LABEL = env_str("CHAT_DEFAULT_PROVIDER_LABEL")
-CHAT_MODELS_CACHE_SECONDS = env_int("CHAT_MODELS_CACHE_SECONDS", 600)
+CHAT_MODELS_CACHE_SECONDS = env_int("CHAT_MODELS_CACHE_SECONDS", 600, maximum=ONE_DAY)
 # Context window (tokens) of a model whose provider does not say, and room kept for the reply.
-CHAT_CONTEXT_WINDOW = env_int("CHAT_CONTEXT_WINDOW", 8192)
+CHAT_CONTEXT_WINDOW = env_int("CHAT_CONTEXT_WINDOW", 8192, minimum=1)
 CHAT_REPLY_RESERVE_TOKENS = env_int("CHAT_REPLY_RESERVE_TOKENS", 1024)
 # Name each conversation with the model after its first reply (not with the offline model).
 CHAT_AUTO_TITLE = env_bool("CHAT_AUTO_TITLE", True)
 # Limits and cadences of a streamed reply.
-CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000, minimum=1)
 # A form-encoded character takes up to 12 bytes (4 UTF-8 bytes, each sent as %XX): the longest
 # message allowed must fit in a request body, whatever its script.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2_621_440, 12 * CHAT_MAX_MESSAGE_CHARS + 65_536)
 # A chat page shows this many of the newest messages; older ones load on demand.
-CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100)
+CHAT_PAGE_MESSAGES = env_int("CHAT_PAGE_MESSAGES", 100, minimum=1, maximum=10_000)
 # Tokens a user may spend per day (in TIME_ZONE); 0 is no limit. A user's own quota wins.
 CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 0)
 # Replies one process streams at once; one more is refused at once (the API: 503 and
 # Retry-After). More than OPENAI_MAX_CONNECTIONS would only wait for a connection upstream.
-CHAT_MAX_REPLIES = min(env_int("CHAT_MAX_REPLIES", 1000), OPENAI_MAX_CONNECTIONS)
+CHAT_MAX_REPLIES = min(env_int("CHAT_MAX_REPLIES", 1000, minimum=1), OPENAI_MAX_CONNECTIONS)
 # Replies one user may have streaming at once, across all processes; 0 is no cap.
 CHAT_MAX_REPLIES_PER_USER = env_int("CHAT_MAX_REPLIES_PER_USER", 3)
-CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03)
+CHAT_DELTA_BATCH_SECONDS = env_float("CHAT_DELTA_BATCH_SECONDS", 0.03, may_be_zero=True)
 CHAT_FLUSH_SECONDS = env_float("CHAT_FLUSH_SECONDS", 1.0)
 CHAT_STALE_SECONDS = env_float("CHAT_STALE_SECONDS", 15.0)
 # On SIGTERM, replies being generated get this long to finish before they are stored as
 # interrupted (chatsite/serve.py). The whole stop then fits in docker's default 10 s.
-CHAT_SHUTDOWN_GRACE_SECONDS = env_float("CHAT_SHUTDOWN_GRACE_SECONDS", 5.0)
-CHAT_OFFLINE_TOKEN_DELAY = env_float("CHAT_OFFLINE_TOKEN_DELAY", 0.02)
+CHAT_SHUTDOWN_GRACE_SECONDS = env_float("CHAT_SHUTDOWN_GRACE_SECONDS", 5.0, may_be_zero=True)
+CHAT_OFFLINE_TOKEN_DELAY = env_float("CHAT_OFFLINE_TOKEN_DELAY", 0.02, may_be_zero=True)
 # A reply streamed by the JSON API sends a comment after this long without text, so proxies and
 # clients do not take a slow model for a dead connection.
 CHAT_API_KEEPALIVE_SECONDS = env_float("CHAT_API_KEEPALIVE_SECONDS", 15.0)
 # An open chat websocket checks its session again this often (logout, a password change and a
 # deactivation close it at once anyway); a user may hold this many open at once (0: no cap).
 CHAT_SOCKET_RECHECK_SECONDS = env_float("CHAT_SOCKET_RECHECK_SECONDS", 60.0)
-CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 30)
-if CHAT_SOCKET_RECHECK_SECONDS <= 0:
-    raise ImproperlyConfigured("CHAT_SOCKET_RECHECK_SECONDS must be more than 0.")
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 30, maximum=1000)
 if CHAT_FLUSH_SECONDS * 2 > CHAT_STALE_SECONDS:
     # A generator beats at each flush at the latest: live replies would be taken for dead.
     raise ImproperlyConfigured("CHAT_STALE_SECONDS must be at least twice CHAT_FLUSH_SECONDS.")

@@ -19,7 +19,7 @@ Each chat request consumes the next scripted ``Reply``; when the script is empty
 thread, so the same ``with`` block works in sync tests, async tests (any loop) and
 scripts. Standalone, for manual testing and load tests::
 
-    python -m tests.fake_openai --port 8001 --delay 0.02 --text "Hello there"
+    python -m tests.fake_openai --port 8090 --delay 0.02 --text "Hello there"
 
 Run it as a separate process for benchmarks: in-process it shares the GIL with
 the client under test and would skew the numbers.
@@ -1030,13 +1030,17 @@ class FakeOpenAI:
 # --------------------------------------------------------------------------- #
 
 
+# The README's port for it, apart from chatsite's (8000, and 8001-8002 in production).
+DEFAULT_PORT = 8090
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tests.fake_openai",
         description="Serve a fake OpenAI-compatible API until interrupted.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0 picks a free port")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="reply text for every request")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds between chunks")
     parser.add_argument("--first-byte-delay", type=float, default=0.0)

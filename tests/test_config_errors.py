@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.test import override_settings
 
+from chatsite import startup
 from tests.fresh_clone import make_clone, newcomer_environment
 from tests.live import free_port
 
@@ -58,22 +62,39 @@ def test_without_a_secret_key_manage_py_says_how_to_set_one(command: tuple[str, 
 @pytest.mark.parametrize(
     ("variable", "value", "complaint"),
     [
-        ("DATABASE_POOL_MAX", "ten", "DATABASE_POOL_MAX must be an integer, got 'ten'."),
-        ("CHAT_MAX_REPLIES", "1e3", "CHAT_MAX_REPLIES must be an integer, got '1e3'."),
-        ("CHAT_FLUSH_SECONDS", "soon", "CHAT_FLUSH_SECONDS must be a number, got 'soon'."),
+        ("DATABASE_POOL_MAX", "ten", "must be an integer, got 'ten'."),
+        ("CHAT_MAX_REPLIES", "1e3", "must be an integer, got '1e3'."),
+        ("CHAT_FLUSH_SECONDS", "soon", "must be a finite number of seconds, got 'soon'."),
         (
             "SECURE_COOKIES",
             "ture",
-            "SECURE_COOKIES must be one of 1, true, yes, on or 0, false, no, off, got 'ture'.",
+            "must be one of 1, true, yes, on or 0, false, no, off, got 'ture'.",
         ),
+        # Numbers that passed `check`, then broke every send, handshake or reply at run time.
+        ("CHAT_STALE_SECONDS", "nan", "must be a finite number of seconds, got 'nan'."),
+        ("CHAT_SOCKET_RECHECK_SECONDS", "inf", "must be a finite number of seconds, got 'inf'."),
+        ("CHAT_FLUSH_SECONDS", "NaN", "must be a finite number of seconds, got 'NaN'."),
+        ("CHAT_SHUTDOWN_GRACE_SECONDS", "inf", "must be a finite number of seconds, got 'inf'."),
+        ("CHAT_STALE_SECONDS", "1e12", "must be more than 0 and up to 86400 seconds, got '1e12'."),
+        ("OPENAI_TIMEOUT", "0", "must be more than 0 and up to 86400 seconds, got '0'."),
+        ("CHAT_OFFLINE_TOKEN_DELAY", "-1", "must be from 0 up to 86400 seconds, got '-1'."),
+        ("CHAT_MAX_SOCKETS_PER_USER", "1e7", "must be an integer, got '1e7'."),
+        (
+            "CHAT_MAX_SOCKETS_PER_USER",
+            "10000000",
+            "must be an integer from 0 to 1000, got '10000000'.",
+        ),
+        ("CHAT_PAGE_MESSAGES", "0", "must be an integer from 1 to 10000, got '0'."),
+        ("CHAT_MAX_REPLIES", "-5", "must be an integer at least 1, got '-5'."),
+        ("DATABASE_POOL_MIN", "20", "must be an integer from 0 to 10, got '20'."),
     ],
 )
-def test_a_malformed_variable_is_named_with_its_value(
+def test_a_malformed_or_absurd_variable_is_named_with_its_value(
     variable: str, value: str, complaint: str
 ) -> None:
     result = manage_py("check", SECRET_KEY="x", DATABASE_URL=UNUSED_POSTGRES, **{variable: value})
 
-    assert refusal(result) == complaint
+    assert refusal(result) == f"{variable} {complaint}"
 
 
 def test_a_database_url_of_an_unknown_kind_is_named() -> None:
@@ -147,3 +168,42 @@ def test_dev_py_run_stops_in_one_line_when_the_database_is_not_there(clone: Path
         "Check DATABASE_URL."
     )
     assert "running" not in result.stdout
+
+
+def test_a_production_server_refuses_to_start_before_collectstatic(clone: Path) -> None:
+    result = run(
+        sys.executable,
+        "-m",
+        "chatsite.serve",
+        "-p",
+        str(free_port()),
+        "chatsite.asgi:application",
+        cwd=clone,
+        SECRET_KEY="x",
+    )
+
+    assert refusal(result) == (
+        "Static files are not collected: run `manage.py collectstatic --noinput` (see README)."
+    )
+
+
+def test_the_server_starts_once_the_static_files_are_collected_where_it_serves_them(
+    tmp_path: Path,
+) -> None:
+    with override_settings(STATIC_ROOT=tmp_path):
+        with pytest.raises(ImproperlyConfigured, match=r"^Static files are not collected: "):
+            startup.check_static_files()
+
+        call_command("collectstatic", "--noinput", verbosity=0)
+
+        startup.check_static_files()
+
+
+def test_a_development_server_needs_no_collected_static_files(tmp_path: Path) -> None:
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+    with override_settings(STATIC_ROOT=tmp_path, STORAGES=storages):
+        startup.check_static_files()

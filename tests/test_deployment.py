@@ -113,6 +113,18 @@ def test_the_documented_database_and_role_are_created_before_use() -> None:
     )
 
 
+def test_the_documented_servers_are_named_as_the_proxys_upstreams_not_as_addresses() -> None:
+    """With ALLOWED_HOSTS and SECURE_SSL_REDIRECT set, a browser at 127.0.0.1:8001 is refused
+    or redirected: only the proxy talks to these ports."""
+    servers = [line for line in documented_block() if " -m chatsite.serve " in line]
+
+    assert len(servers) == 2
+    for line in servers:
+        comment = line.partition("#")[2]
+        assert "http://" not in comment, line
+        assert "proxy" in comment, line
+
+
 def test_daphne_says_where_it_listens() -> None:
     with Daphne("where-it-listens") as server:
         deadline = time.monotonic() + 10

@@ -24,6 +24,7 @@ import pytest
 from django.conf import settings
 
 from conversations.offline import offline_reply
+from tests import fake_openai
 from tests.fresh_clone import (
     children,
     is_running,
@@ -281,7 +282,7 @@ def test_dev_py_run_says_in_one_line_that_the_port_is_taken(clone: Path) -> None
 # --------------------------------------------------------------------------- #
 
 SERVER = re.compile(
-    r"(?P<kind>vllm serve|llama-server|tests\.fake_openai|daphne|uvicorn)[^`\n]*?"
+    r"(?P<kind>vllm serve|llama-server|tests\.fake_openai|daphne|chatsite\.serve|uvicorn)[^`\n]*?"
     r"(?:--port|-p) (?P<port>\d+)"
 )
 LOCAL_BASE_URL = re.compile(r"OPENAI_BASE_URL=http://(?:127\.0\.0\.1|localhost):(\d+)/v1")
@@ -291,13 +292,21 @@ OLLAMA_PORT = 11434
 def servers_in(text: str) -> dict[str, set[int]]:
     found: dict[str, set[int]] = {}
     for match in SERVER.finditer(text):
-        kind = "chatsite" if match["kind"] in {"daphne", "uvicorn"} else match["kind"]
+        kind = (
+            "chatsite"
+            if match["kind"] in {"daphne", "chatsite.serve", "uvicorn"}
+            else match["kind"]
+        )
         found.setdefault(kind, set()).add(int(match["port"]))
     return found
 
 
 def test_each_example_server_has_a_port_of_its_own() -> None:
     servers = servers_in(README)
+    # The fake server's own default and docstring example count as examples too.
+    for kind, ports in servers_in(fake_openai.__doc__).items():
+        servers[kind] |= ports
+    servers["tests.fake_openai"].add(fake_openai.DEFAULT_PORT)
     chatsite = servers.pop("chatsite") | {8000}
     model_servers = {kind: ports for kind, ports in servers.items()}
     model_ports = [port for ports in model_servers.values() for port in ports] + [OLLAMA_PORT]
