@@ -15,7 +15,10 @@ and finally stores the reply once, with model and usage, and announces that it i
 Each write names the reply's lease, a token stored with the reply when it starts. Marking a
 reply interrupted clears it: a generator whose process was paused long enough to be taken for
 dead finds its lease gone at its next write, stops at once and never writes again, so it cannot
-overwrite what the conversation became meanwhile. A write that fails (the database has no
+overwrite what the conversation became meanwhile. Nor does it hand its watchers text it
+received after the pause: once no write has confirmed its lease for longer than the sweeper
+allows, less a margin, it holds its text back and has the writer confirm the lease at once,
+and hands the text on only if it still holds it. A write that fails (the database has no
 connection to spare) loses nothing: the text stays in memory and is written at the next tick,
 and the final store is retried until it succeeds.
 
@@ -47,6 +50,11 @@ from .models import Conversation, Message, stale_streaming_cutoff
 logger = logging.getLogger(__name__)
 
 TITLE_LENGTH = 60
+
+# For what part of CHAT_STALE_SECONDS after a write a generator is sure it holds its lease. The
+# rest is the margin for the clocks of other processes and for the write's own delay: the write
+# stores the time it is made, later than the moment taken for it here.
+LEASE_SURE_FRACTION = 0.5
 
 
 class ReplyInProgress(Exception):
@@ -85,7 +93,8 @@ class Generation:
     length: int = 0
     published: int = 0
     flushed: int = 0
-    # When the reply was last written to the database (time.monotonic()): its heartbeat.
+    # When the reply was last written to the database (time.monotonic(), taken before the
+    # write): its heartbeat, and the last moment it surely held its lease.
     last_write: float = field(default_factory=time.monotonic)
     # Why the reader was cancelled, if it was on purpose: the status the reply ends with.
     cut_short: str = ""
@@ -112,6 +121,28 @@ class Generation:
         self.parts.append(delta)
         self.length += len(delta)
         self.changed.set()
+
+    def relayable(self) -> int:
+        """How much of the text its watchers may be given now: all of it while the lease surely
+        holds. Once it may have been taken (no write confirmed it for longer than another
+        process's sweeper allows, less a margin: this process was paused, say), only what they
+        were given before, until the writer, asked at once, confirms it.
+
+        Monotonic time counts on while a process is paused (SIGSTOP, a frozen VM), so a pause
+        shows here as soon as the process runs again.
+        """
+        if self.lease_lost:
+            return self.published
+        if time.monotonic() - self.last_write < settings.CHAT_STALE_SECONDS * LEASE_SURE_FRACTION:
+            return self.length
+        _confirm_leases_now()
+        return self.published
+
+    def lease_confirmed(self, at: float) -> None:
+        """A write made after `at` found the lease held: text held back may be handed on."""
+        self.last_write = max(self.last_write, at)
+        if self.published < self.length:
+            self.changed.set()
 
     def request_stop(self) -> None:
         self._cut_short(Message.Status.STOPPED)
@@ -628,9 +659,9 @@ def follow_here(message_id: uuid.UUID, inbox: asyncio.Queue, offset: int) -> boo
         return False
     generation = entry[0]
     generation.inboxes.add(inbox)
-    text = generation.text
-    if len(text) > offset:
-        inbox.put_nowait(events.delta(message_id, offset, text[offset:]))
+    end = generation.relayable()
+    if end > offset:
+        inbox.put_nowait(events.delta(message_id, offset, generation.text[offset:end]))
     return True
 
 
@@ -664,11 +695,11 @@ async def request_unfollow(message_id: uuid.UUID, reply_channel: str) -> None:
 
 
 async def _publish(generation: Generation) -> None:
-    if generation.published >= generation.length:
+    end = generation.relayable()
+    if generation.published >= end:
         return
-    text = generation.text
     start = generation.published
-    event = events.delta(generation.message_id, start, text[start:])
+    event = events.delta(generation.message_id, start, generation.text[start:end])
     for inbox in generation.inboxes:
         inbox.put_nowait(event)
     if generation.channels:
@@ -681,7 +712,7 @@ async def _publish(generation: Generation) -> None:
                 logger.warning("Could not send reply %s to a watcher", generation.message_id)
     # Only once sent: the publish loop is cancelled at the end of a reply, possibly mid-send,
     # and the final publish must then send that text again (watchers drop what they have).
-    generation.published = len(text)
+    generation.published = end
 
 
 async def _publish_loop(generation: Generation) -> None:
@@ -700,6 +731,15 @@ def ensure_writer() -> None:
     _ensure_forever(_write_forever)
 
 
+# Set to have the writer write at once rather than at its next tick: a generator doubts its lease.
+_write_now: asyncio.Event | None = None
+
+
+def _confirm_leases_now() -> None:
+    if _write_now is not None:
+        _write_now.set()
+
+
 async def _write_forever() -> None:
     """Every CHAT_FLUSH_SECONDS, store the text of every reply of this process that grew.
 
@@ -707,10 +747,21 @@ async def _write_forever() -> None:
     silent stream (a model slow to start) is not taken for a dead one. A failed write loses
     nothing: the text stays with its generation and is written at the next tick, and one
     database hiccup does not stop the heartbeats. A reply whose lease is lost is told to stop.
+    Asked to (`_confirm_leases_now`), it writes at once: a write confirms a lease.
     """
+    global _write_now
+    _write_now = write_now = asyncio.Event()
     heartbeat = max(settings.CHAT_FLUSH_SECONDS, settings.CHAT_STALE_SECONDS / 3)
+    failed = False
     while True:
-        await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
+        if failed:
+            # Not sooner when asked: a database that refuses writes is not hammered.
+            await asyncio.sleep(settings.CHAT_FLUSH_SECONDS)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.CHAT_FLUSH_SECONDS):
+                    await write_now.wait()
+        write_now.clear()
         now = time.monotonic()
         due = [
             (generation, generation.text)
@@ -720,18 +771,20 @@ async def _write_forever() -> None:
         ]
         if not due:
             continue
+        failed = True
         try:
             lost = await _flush([(g.message_id, g.lease, text) for g, text in due])
         except Exception:
             logger.exception("Saving %d streaming replies failed; trying again", len(due))
             continue
+        failed = False
         for generation, text in due:
             if generation.message_id in lost:
                 # (Or stored in its final state meanwhile: then it has nothing left to write.)
                 generation.lose_lease()
                 continue
             generation.flushed = max(generation.flushed, len(text))
-            generation.last_write = now
+            generation.lease_confirmed(now)
 
 
 async def _control_loop(generation: Generation, channel: str) -> None:
@@ -754,9 +807,9 @@ async def _control_loop(generation: Generation, channel: str) -> None:
             offset = max(0, int(event.get("offset", 0)))
             generation.channels.add(event["reply_channel"])
             try:
+                text = generation.text[offset : max(offset, generation.relayable())]
                 await layer.send(
-                    event["reply_channel"],
-                    events.delta(generation.message_id, offset, generation.text[offset:]),
+                    event["reply_channel"], events.delta(generation.message_id, offset, text)
                 )
             except Exception:
                 # A full or vanished watcher channel: that page will reconcile on its own.
@@ -953,9 +1006,13 @@ async def _store_until_done(generation: Generation, status: str, metadata: dict)
     pause = 0.1
     while True:
         try:
-            return await _finish(
+            attempt = time.monotonic()
+            stored = await _finish(
                 generation.message_id, generation.lease, generation.text, status, metadata
             )
+            if stored:
+                generation.lease_confirmed(attempt)
+            return stored
         except (OperationalError, InterfaceError):
             if time.monotonic() + pause > give_up_at:
                 raise

@@ -135,6 +135,105 @@ async def test_a_generator_whose_reply_was_taken_for_dead_stops_and_writes_nothi
     await until(upstream_closed)
 
 
+class PausedWriter:
+    """This process as it comes back from a pause: its writer has not written yet (its next
+    write waits until `resume()`), and its generations' last writes are as old as the pause."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.resumed = asyncio.Event()
+        self.waiting = asyncio.Event()
+        write = generation._flush
+
+        async def write_once_resumed(texts):
+            self.waiting.set()
+            await self.resumed.wait()
+            return await write(texts)
+
+        monkeypatch.setattr(generation, "_flush", write_once_resumed)
+
+    async def pause(self, paused: generation.Generation, seconds: float) -> None:
+        await self.waiting.wait()  # a write begun before stands; the next one waits
+        # Monotonic time runs on while a process is stopped: its last write looks that old.
+        paused.last_write -= seconds
+
+    def resume(self) -> None:
+        self.resumed.set()
+
+
+async def paused_while_streaming(alice, key: str, monkeypatch, seconds: float):
+    """A reply streaming to an API client that has its first word, its process paused for
+    `seconds`: its writer, the stream, what it read, the reply and its generation."""
+    writer = PausedWriter(monkeypatch)
+    conversation = await Conversation.objects.acreate(owner=alice)
+    response = await send_through_api(key, conversation)
+    body = aiter(response.streaming_content)
+    received = [await anext(body)]
+    reply = await conversation.messages.aget(role=Message.Role.ASSISTANT)
+    await read_until(body, WORDS[0], received)
+    paused = generation._running[reply.pk][0]
+    await writer.pause(paused, seconds)
+    return writer, body, received, reply, paused
+
+
+async def until_the_model_sent_more(paused: generation.Generation, than: int) -> None:
+    async def sent_more() -> bool:
+        return paused.length > than + 10
+
+    await until(sent_more)
+
+
+def final_reply(event: str, data: dict) -> dict:
+    """The reply as the last event of an API stream gives it."""
+    return data["reply"] if event == "error" else data
+
+
+@pytest.mark.asyncio
+async def test_a_generator_back_from_a_pause_relays_nothing_more_once_its_reply_was_taken(
+    settings, fake_openai, alice, token_of_alice, monkeypatch
+):
+    fake_openai.default = Reply(chunks=WORDS, delay=0.02)
+    writer, body, received, reply, paused = await paused_while_streaming(
+        alice, token_of_alice, monkeypatch, settings.CHAT_STALE_SECONDS
+    )
+    # Meanwhile another process took it for dead, as its sweeper does.
+    await Message.objects.filter(pk=reply.pk).aupdate(status=Message.Status.INTERRUPTED, lease=None)
+    relayed_when_taken = paused.published
+    await until_the_model_sent_more(paused, than=relayed_when_taken)
+    writer.resume()
+    received += [chunk async for chunk in body]
+    events = sse_events(received)
+    await reply.arefresh_from_db()
+
+    # Text the model sent after the pause is never relayed: the reply was no longer its own.
+    assert len(sent_text(events)) == relayed_when_taken
+    assert FULL_TEXT.startswith(sent_text(events))
+    assert reply.status == Message.Status.INTERRUPTED
+    stored = final_reply(*events[-1])
+    assert (stored["status"], stored["content"]) == ("interrupted", reply.content)
+
+
+@pytest.mark.asyncio
+async def test_a_generator_back_from_a_pause_that_still_holds_its_reply_relays_all_of_it(
+    settings, fake_openai, alice, token_of_alice, monkeypatch
+):
+    fake_openai.default = Reply(chunks=WORDS, delay=0.02)
+    writer, body, received, _, paused = await paused_while_streaming(
+        alice, token_of_alice, monkeypatch, settings.CHAT_STALE_SECONDS
+    )
+    held_from = paused.published
+    await until_the_model_sent_more(paused, than=held_from)
+    # Until a write confirms it still holds the reply, it keeps what arrives to itself.
+    assert paused.published == held_from
+    writer.resume()
+    received += [chunk async for chunk in body]
+    events = sse_events(received)
+
+    # Confirmed: what it held back follows, in order, and the reply ends whole.
+    assert sent_text(events) == FULL_TEXT
+    assert events[-1][0] == "done"
+    assert (events[-1][1]["status"], events[-1][1]["content"]) == ("complete", FULL_TEXT)
+
+
 @pytest.mark.asyncio
 async def test_a_reply_keeps_all_its_text_while_the_database_has_no_connection_to_give(
     settings, fake_openai, alice, token_of_alice, monkeypatch
