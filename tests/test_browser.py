@@ -196,6 +196,16 @@ def wait_for_status(page: Page, status: str) -> None:
     )
 
 
+def wait_for_new_reply(page: Page, replacing: str) -> None:
+    """Wait until the reply that took the place of the one with DOM id `replacing` is complete.
+
+    After a regeneration or an edit, the reply it replaces is complete already: wait_for_status
+    alone could return before the new one is even shown.
+    """
+    expect(latest_reply(page)).not_to_have_id(replacing, timeout=REPLY_TIMEOUT_MS)
+    wait_for_status(page, "complete")
+
+
 def streamed_texts(page: Page, reply_dom_id: str) -> list[str]:
     return page.evaluate("id => window.streamedText[id] || []", f"{reply_dom_id}-text")
 
@@ -402,12 +412,13 @@ def test_regenerate_and_edit_keep_earlier_versions(page: Page, model: FakeOpenAI
     expect(versions.locator(".message-version")).to_have_text("First answer.")
     screenshot(page, "6-regenerated")
 
+    answered = reply.get_attribute("id")
     page.get_by_role("button", name="Edit").click()
     editor = page.get_by_label("Edit your message")
     expect(editor).to_be_focused()
     editor.fill("Edited question")
     page.get_by_role("button", name="Save and send").click()
-    wait_for_status(page, "complete")
+    wait_for_new_reply(page, replacing=answered)
     messages = page.locator("#message-list > li")
     expect(messages).to_have_count(2)
     expect(messages.nth(0).locator(".message-body").first).to_have_text("Edited question")
@@ -420,6 +431,37 @@ def test_regenerate_and_edit_keep_earlier_versions(page: Page, model: FakeOpenAI
     page.reload()
     expect(messages.nth(0).locator(".message-versions summary")).to_have_text("1 earlier version")
     expect(messages.nth(1).locator(".message-versions summary")).to_have_text("2 earlier versions")
+
+
+def test_text_selected_the_moment_the_editor_has_the_focus_is_typed_over(
+    page: Page, model: FakeOpenAI
+) -> None:
+    model.script(Reply(text="First answer."), Reply(text="Answer to the edited question."))
+    # A quick hand: all the text is selected the instant the editor has the focus.
+    page.add_init_script(
+        """document.addEventListener("focusin", event => {
+          if (event.target.matches(".message-edit textarea")) event.target.select();
+        });"""
+    )
+    sign_up(page, "grace@example.com")
+    send(page, "Original question")
+    wait_for_status(page, "complete")
+    answered = latest_reply(page).get_attribute("id")
+
+    page.get_by_role("button", name="Edit").click()
+    editor = page.get_by_label("Edit your message")
+    expect(editor).to_be_focused()
+    # Once htmx has settled the form, the selection is still there to be typed over.
+    expect(page.locator("#message-list > li.editing")).not_to_have_class(
+        re.compile(r"\bhtmx-(added|settling)\b")
+    )
+    page.keyboard.type("Edited question")
+    expect(editor).to_have_value("Edited question")
+    page.get_by_role("button", name="Save and send").click()
+    wait_for_new_reply(page, replacing=answered)
+    expect(page.locator("#message-list > li").nth(0).locator(".message-body").first).to_have_text(
+        "Edited question"
+    )
 
 
 def test_a_second_tab_watches_the_same_reply_and_sees_the_list_change(

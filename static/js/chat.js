@@ -116,12 +116,15 @@
     }
   });
 
-  // An Edit form that htmx just swapped in takes the focus, with the caret at the end.
+  // An Edit form that htmx just swapped in takes the focus, with the caret at the end, in one
+  // step: nothing moves the caret once the editor has the focus, so a selection made or a key
+  // typed the moment it arrives stays. Hence no autofocus attribute on the editor: the browser
+  // would focus it a frame after the swap, before htmx has wired the form and before this runs.
   document.addEventListener("htmx:load", function (event) {
     var edit = event.detail.elt.querySelector && event.detail.elt.querySelector(".message-edit textarea");
     if (edit) {
-      edit.focus();
       edit.setSelectionRange(edit.value.length, edit.value.length);
+      edit.focus();
     }
   });
 
