@@ -20,23 +20,12 @@ from accounts.models import ApiToken, User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
+from tests.live import Daphne, server_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 API_KEY = "sk-user-limits-tests"
 SENDS = 8
-
-
-def server_env(model: FakeOpenAI, **extra: str) -> dict[str, str]:
-    return {
-        "OPENAI_BASE_URL": model.base_url,
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_MAX_RETRIES": "0",
-        "CHAT_DEFAULT_MODEL": "fake-model",
-        "CHAT_AUTO_TITLE": "0",
-        **extra,
-    }
 
 
 async def send(server: Daphne, key: str, conversation: Conversation) -> httpx2.Response:
