@@ -33,7 +33,7 @@ from accounts.models import ApiToken, User
 
 from . import events, generation, providers, quota, settings_forms, watching
 from .db import release_connection
-from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure, overloaded
+from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure, refused_when_busy
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 from .quota import QuotaExceeded, TooManyReplies, UserLimitReached
 from .views import BUSY_MESSAGE
@@ -117,11 +117,6 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
         @csrf_exempt
         @wraps(view)
         async def endpoint(request: HttpRequest, **kwargs) -> HttpResponse:
-            if starts_replies and request.method == "POST":
-                try:
-                    generation.ensure_capacity()  # no database work: refusing costs nothing
-                except generation.ProcessBusy as refusal:
-                    return overloaded(request, refusal.message, refusal.retry_after)
             # Credentials (and a session's CSRF token) first, as Django checks the token before
             # any view runs: a forged request learns nothing, not even which methods exist.
             try:
@@ -144,7 +139,7 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
                 return api_failure(request, error)
 
         endpoint.api_methods = methods
-        return endpoint
+        return refused_when_busy(endpoint) if starts_replies else endpoint
 
     return decorate
 

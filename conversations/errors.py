@@ -3,9 +3,11 @@ refusal, at once, when the server is out of database connections.
 
 Django calls these for errors that escape a view or a middleware (`handler400` … `handler500`
 in chatsite/urls.py). A reply that cannot be taken because this process streams as many as it
-may is refused earlier, by the views themselves (generation.ProcessBusy).
+may is refused earlier, before the view reads anything (`refused_when_busy`, on the pages' and
+the API's views that start replies).
 """
 
+import functools
 import logging
 import sys
 
@@ -13,6 +15,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.views import defaults
 from psycopg_pool import PoolTimeout
+
+from . import generation
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +100,21 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api(request):
         return api_error(404, "not_found", "There is no such API endpoint.")
     return defaults.page_not_found(request, exception)
+
+
+def refused_when_busy(view):
+    """Refuse a POST that would start a reply at once, before any database work, when this
+    process streams as many replies as it may: 503 with Retry-After (`overloaded`: JSON for the
+    API; for htmx the reason under the composer, whose text stays as typed). Outermost, so
+    that refusing costs nothing: no session, no credentials read."""
+
+    @functools.wraps(view)
+    async def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                generation.ensure_capacity()  # no database work
+            except generation.ProcessBusy as refusal:
+                return overloaded(request, refusal.message, refusal.retry_after)
+        return await view(request, *args, **kwargs)
+
+    return guarded

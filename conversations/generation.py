@@ -216,15 +216,20 @@ class NothingToRegenerate(Exception):
     """The conversation has no reply to regenerate, or the message is not the last one."""
 
 
+def reply_streaming(conversation: Conversation) -> bool:
+    """Whether a reply of the conversation is being written. One whose process died does not
+    count: it is marked interrupted, then the question is asked again. Only then: most
+    conversations have none, and one query says so."""
+    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
+    return streaming.exists() and (
+        not mark_stale_replies_interrupted(conversation_id=conversation.pk) or streaming.exists()
+    )
+
+
 def _lock_idle(conversation: Conversation) -> Conversation:
     """Lock the conversation row; refuse if a reply is streaming (one reply at a time)."""
     locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-    streaming = locked.messages.filter(status=Message.Status.STREAMING)
-    # A streaming reply whose process died does not block: marked interrupted, then asked again.
-    # Only then: most sends find none, and one query does.
-    if streaming.exists() and (
-        not mark_stale_replies_interrupted(conversation_id=locked.pk) or streaming.exists()
-    ):
+    if reply_streaming(locked):
         raise ReplyInProgress
     return locked
 

@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .generation import mark_stale_replies_interrupted
-from .models import Conversation, Message, ShareLink
+from .generation import reply_streaming
+from .models import Conversation, ShareLink
 
 PANEL_TEMPLATE = "conversations/rich/share_panel.html"
 REPLY_IN_PROGRESS = (
@@ -55,19 +55,10 @@ def share_create(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
         # Locked, as a send locks it to store a turn: no reply starts while the copy is made.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if active_share(locked) is None:
-            if _reply_in_progress(locked):
+            if reply_streaming(locked):
                 return _panel(request, locked, refusal=REPLY_IN_PROGRESS)
             ShareLink.snapshot_of(locked)
     return _panel(request, conversation)
-
-
-def _reply_in_progress(conversation: Conversation) -> bool:
-    """Whether a reply is being written; one whose process died is marked interrupted first."""
-    streaming = conversation.messages.filter(status=Message.Status.STREAMING)
-    if not streaming.exists():
-        return False
-    mark_stale_replies_interrupted(conversation_id=conversation.pk)
-    return streaming.exists()
 
 
 @login_required

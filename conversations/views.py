@@ -1,4 +1,3 @@
-import functools
 import uuid
 
 from asgiref.sync import sync_to_async
@@ -33,23 +32,6 @@ class MessageForm(forms.Form):
                 f"This message is {len(text):,} characters long; the limit is {limit:,}."
             )
         return text
-
-
-def _refused_when_busy(view):
-    """Refuse a POST that would start a reply at once, before any database work, when this
-    process streams as many replies as it may: 503 with Retry-After, and for htmx the reason
-    under the composer, whose text stays as typed (the main swap is none)."""
-
-    @functools.wraps(view)
-    async def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.method == "POST":
-            try:
-                generation.ensure_capacity()
-            except generation.ProcessBusy as refusal:
-                return errors.overloaded(request, refusal.message, refusal.retry_after)
-        return await view(request, *args, **kwargs)
-
-    return guarded
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
@@ -145,7 +127,7 @@ async def _send(
     return await sync_to_async(_composer)(request, conversation, MessageForm())
 
 
-@_refused_when_busy
+@errors.refused_when_busy
 @login_required
 @require_POST
 async def start_conversation(request: HttpRequest) -> HttpResponse:
@@ -168,7 +150,7 @@ def _refusal(request: HttpRequest, message: str) -> HttpResponse:
     return render(request, f"{CHAT_TEMPLATE}#composer-errors", {"refusal": message, "oob": True})
 
 
-@_refused_when_busy
+@errors.refused_when_busy
 @login_required
 @require_POST
 async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
@@ -206,7 +188,7 @@ def message_detail(
     return render(request, f"{CHAT_TEMPLATE}#message", context)
 
 
-@_refused_when_busy
+@errors.refused_when_busy
 @login_required
 async def edit_message(
     request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
@@ -242,7 +224,7 @@ async def edit_message(
     return await sync_to_async(render)(request, f"{CHAT_TEMPLATE}#message-edit", context)
 
 
-@_refused_when_busy
+@errors.refused_when_busy
 @login_required
 @require_POST
 async def send_message(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
