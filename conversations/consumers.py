@@ -150,9 +150,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Past the user's cap: accepted only to say why under the composer, then closed with a
         code the page does not reconnect after (a refused handshake would be retried forever)."""
         await self.accept()
-        context = {"refusal": TOO_MANY_SOCKETS_MESSAGE, "oob": True}
-        notice = render_to_string("conversations/chat.html#composer-errors", context)
-        await self.send(text_data=notice)
+        await self.send(text_data=errors.composer_error(TOO_MANY_SOCKETS_MESSAGE))
         await self.close(code=events.CLOSED_TOO_MANY_SOCKETS)
 
     async def _catch_up(self) -> None:

@@ -48,6 +48,14 @@ def is_overload(error: BaseException | None) -> bool:
     return False
 
 
+def composer_error(message: str) -> str:
+    """The chat page's composer error area saying `message`, swapped in out of band by htmx or
+    over the websocket."""
+    return render_to_string(
+        "conversations/chat.html#composer-errors", {"refusal": message, "oob": True}
+    )
+
+
 def overloaded(
     request: HttpRequest,
     message: str = OVERLOADED_MESSAGE,
@@ -60,8 +68,7 @@ def overloaded(
         return api_error(503, "busy", message, headers)
     # Rendered without the request: its context processors may need the database.
     if request.headers.get("HX-Request"):
-        context = {"refusal": message, "oob": True}
-        html = render_to_string("conversations/chat.html#composer-errors", context)
+        html = composer_error(message)
         headers["HX-Reswap"] = "none"  # only the out-of-band error area is swapped
     else:
         html = render_to_string("503.html", {"message": message})

@@ -67,7 +67,7 @@ def server_env(model: FakeOpenAI, **extra: str) -> dict[str, str]:
 def session_key(user) -> str:
     client = Client()
     client.force_login(user)
-    return client.cookies["sessionid"].value
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def wait_for(condition, timeout: float = 20, what: str = "condition") -> None:

@@ -7,11 +7,10 @@ import asyncio
 import pytest
 import websockets
 from django.conf import settings
-from django.test import Client
 
 from conversations import events
 from conversations.models import Conversation
-from tests.live import ChatClient, Daphne
+from tests.live import ChatClient, Daphne, session_key
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -21,12 +20,6 @@ pytestmark = [
         "and REDIS_URL",
     ),
 ]
-
-
-def session_key(user) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 async def close_code(socket, timeout: float = 10) -> int:
