@@ -416,8 +416,7 @@ def _fit_context(
 ) -> tuple[list[dict[str, str]], int]:
     """The messages that fit the model's context window, and how many earlier ones do not.
     Refuses a request whose newest message cannot fit, rather than send it to fail."""
-    chosen = providers.get(generation.provider)
-    window = chosen.context_window_for(generation.model) if chosen else settings.CHAT_CONTEXT_WINDOW
+    window = providers.context_window(generation.provider, generation.model)
     fitted = context.fit(messages, window=window, reserve=settings.CHAT_REPLY_RESERVE_TOKENS)
     if not fitted.fits:
         raise provider.ProviderError(

@@ -350,6 +350,13 @@ def get(slug: str) -> Provider | None:
     return configured().get(slug)
 
 
+def context_window(slug: str, model: str) -> int:
+    """The context window of `model` at the provider of this slug, in tokens; the site's
+    CHAT_CONTEXT_WINDOW when the provider is gone from the configuration."""
+    chosen = get(slug)
+    return chosen.context_window_for(model) if chosen else settings.CHAT_CONTEXT_WINDOW
+
+
 def default_provider() -> Provider:
     providers = configured()
     return providers.get(settings.CHAT_DEFAULT_PROVIDER) or next(iter(providers.values()))

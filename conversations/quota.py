@@ -161,9 +161,7 @@ def reserve(reply: Message, history: list[dict[str, str]], owner_id: int) -> Non
 
 def _prompt_estimate(history: list[dict[str, str]], recorded: dict) -> int:
     """The tokens of what the model will be sent: the count of the context-window fit."""
-    chosen = providers.get(recorded.get("provider", ""))
-    model = recorded.get("model", "")
-    window = chosen.context_window_for(model) if chosen else settings.CHAT_CONTEXT_WINDOW
+    window = providers.context_window(recorded.get("provider", ""), recorded.get("model", ""))
     room = settings.CHAT_REPLY_RESERVE_TOKENS
     return max(context.fit(history, window=window, reserve=room).needed_tokens - room, 0)
 
