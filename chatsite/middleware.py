@@ -34,26 +34,37 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
-@sync_and_async_middleware
-def content_security_policy(
-    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
-):
+def _response_middleware(adjust: Callable[[HttpRequest, HttpResponse], HttpResponse]):
+    """A middleware, sync or async as the chain is, that passes each response through
+    `adjust(request, response)`."""
+
+    @sync_and_async_middleware
+    def middleware_factory(
+        get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
+    ):
+        if iscoroutinefunction(get_response):
+
+            async def async_middleware(request: HttpRequest) -> HttpResponse:
+                return adjust(request, await get_response(request))
+
+            return async_middleware
+
+        def middleware(request: HttpRequest) -> HttpResponse:
+            return adjust(request, get_response(request))
+
+        return middleware
+
+    middleware_factory.__doc__ = adjust.__doc__
+    return middleware_factory
+
+
+def _with_policy(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """Send the Content-Security-Policy with every response that has none of its own."""
-    if iscoroutinefunction(get_response):
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    return response
 
-        async def async_middleware(request: HttpRequest) -> HttpResponse:
-            response = await get_response(request)
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-            return response
 
-        return async_middleware
-
-    def middleware(request: HttpRequest) -> HttpResponse:
-        response = get_response(request)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        return response
-
-    return middleware
+content_security_policy = _response_middleware(_with_policy)
 
 
 def _carries_credentials(request: HttpRequest, response: HttpResponse) -> bool:
@@ -66,15 +77,6 @@ def _carries_credentials(request: HttpRequest, response: HttpResponse) -> bool:
 
 
 def _keep_private(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    if _carries_credentials(request, response):
-        patch_cache_control(response, private=True, no_store=True)
-    return response
-
-
-@sync_and_async_middleware
-def private_responses_not_stored(
-    get_response: Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]],
-):
     """`Cache-Control: private, no-store` on every response to a request that carries a session
     or an API token: chat pages, API answers, exports and settings are one person's, and no
     cache, a proxy's or the browser's own disk, may keep them after that person signs out.
@@ -83,17 +85,12 @@ def private_responses_not_stored(
     cost every request a query. Static files are answered before this (WhiteNoise, cached for a
     year), and the public share page sends its own no-store (conversations/sharing.py).
     """
-    if iscoroutinefunction(get_response):
+    if _carries_credentials(request, response):
+        patch_cache_control(response, private=True, no_store=True)
+    return response
 
-        async def async_middleware(request: HttpRequest) -> HttpResponse:
-            return _keep_private(request, await get_response(request))
 
-        return async_middleware
-
-    def middleware(request: HttpRequest) -> HttpResponse:
-        return _keep_private(request, get_response(request))
-
-    return middleware
+private_responses_not_stored = _response_middleware(_keep_private)
 
 
 NULL_IN_QUERY = "A null character (%00) in a web address is not accepted."
