@@ -66,9 +66,19 @@
       event.target.closest("dialog").close();
     }
   });
+  // The close event comes a task after close(): by then the browser has given the focus back,
+  // and a key pressed since (Shift+Esc, Tab) may have moved it on. Put it back only if it is lost.
   document.addEventListener("close", function (event) {
-    if (event.target.id === "shortcuts-dialog" && openedFrom && document.body.contains(openedFrom)) {
-      openedFrom.focus();
+    var dialog = event.target;
+    if (dialog.id !== "shortcuts-dialog") {
+      return;
+    }
+    var from = openedFrom;
+    openedFrom = null;
+    var active = document.activeElement;
+    var lost = !active || active === document.body || dialog.contains(active);
+    if (lost && from && document.body.contains(from)) {
+      from.focus();
     }
   }, true);
 
