@@ -137,9 +137,13 @@
       return;
     }
     var opener = document.activeElement;
+    // The close event comes a task after close(): a key pressed since may have moved the focus
+    // on. Give it back to the opener only if it is lost (still in the dialog, or nowhere).
     dialog.addEventListener("close", function () {
+      var active = document.activeElement;
+      var lost = !active || active === document.body || dialog.contains(active);
       dialog.remove();
-      if (opener && document.body.contains(opener)) {
+      if (lost && opener && document.body.contains(opener)) {
         opener.focus();
       }
     });
