@@ -15,6 +15,10 @@ from conversations import events
 from conversations.socket_slots import SocketSlot
 from tests.conftest import home_page_socket
 
+# A handshake reads the session and claims a place in worker threads: on a busy machine that
+# takes more than the test communicator's default second.
+HANDSHAKE_SECONDS = 10
+
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
@@ -34,14 +38,14 @@ async def signed_in(user: User) -> AsyncClient:
 async def open_pages(client: AsyncClient, count: int) -> list[WebsocketCommunicator]:
     pages = [home_page_socket(client) for _ in range(count)]
     for page in pages:
-        connected, _ = await page.connect()
+        connected, _ = await page.connect(timeout=HANDSHAKE_SECONDS)
         assert connected
     return pages
 
 
 async def refusal(page: WebsocketCommunicator) -> tuple[str, int]:
     """What a page past the cap is sent before its socket closes, and the close code."""
-    connected, _ = await page.connect()
+    connected, _ = await page.connect(timeout=HANDSHAKE_SECONDS)
     assert connected  # accepted only to say why: a refused handshake is retried forever
     notice = await page.receive_from()
     closed = await page.receive_output()
@@ -92,7 +96,7 @@ async def test_the_places_of_a_dead_process_free_themselves(alice, settings):
     async with asyncio.timeout(10):
         while True:
             page = home_page_socket(alices)
-            connected, _ = await page.connect()
+            connected, _ = await page.connect(timeout=HANDSHAKE_SECONDS)
             if connected and await page.receive_nothing(timeout=0.1):
                 break
             await page.disconnect()

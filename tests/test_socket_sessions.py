@@ -18,6 +18,10 @@ from conversations import events
 from conversations.models import Conversation
 from tests.conftest import PASSWORD, home_page_socket
 
+# A handshake reads the session and claims a place in worker threads: on a busy machine that
+# takes more than the test communicator's default second.
+HANDSHAKE_SECONDS = 10
+
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 NEW_PASSWORD = "a different passphrase for 2026"
@@ -37,7 +41,7 @@ def session_key(client: AsyncClient) -> str:
 async def chat_socket(client: AsyncClient) -> WebsocketCommunicator | None:
     """The socket of a chat page in that browser, or None when it is refused."""
     communicator = home_page_socket(client)
-    connected, _ = await communicator.connect()
+    connected, _ = await communicator.connect(timeout=HANDSHAKE_SECONDS)
     return communicator if connected else None
 
 
