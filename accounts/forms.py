@@ -7,8 +7,8 @@ from django.contrib import messages
 from django.contrib.auth.hashers import make_password
 from django.http import HttpRequest
 
-from conversations import providers
-from conversations.settings_forms import ModelChoiceField, system_prompt_field
+from conversations.forms import ModelChoiceField, system_prompt_field
+from conversations.llm import catalogue, providers
 
 from . import email_addresses
 
@@ -18,9 +18,9 @@ class DefaultsForm(forms.Form):
 
     def __init__(self, *args, current: providers.ModelChoice | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        site = providers.default_choice()
+        site = catalogue.default_choice()
         self.fields["model"] = ModelChoiceField(
-            groups=providers.model_groups(keep=current),
+            groups=catalogue.model_groups(keep=current),
             blank=f"Site default ({site.model} · {site.provider.label})",
             label="Default model",
             required=False,

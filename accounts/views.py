@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from conversations import providers
+from conversations.llm import catalogue
 
 from . import email_addresses
 from .forms import DefaultsForm
@@ -17,7 +17,7 @@ def account_settings(request: HttpRequest) -> HttpResponse:
     user = request.user
     current = None
     if user.default_model:
-        current = providers.resolve(user.default_provider, user.default_model)
+        current = catalogue.resolve(user.default_provider, user.default_model)
     initial = {
         "model": current.value if current else "",
         "system_prompt": user.default_system_prompt,

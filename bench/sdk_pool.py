@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sdk_pool
 
-One `AsyncOpenAI` client, built as conversations/provider.py builds it (no `http_client`, so the
+One `AsyncOpenAI` client, built as conversations/llm/client.py builds it (no `http_client`, so the
 SDK's DEFAULT_CONNECTION_LIMITS apply), opens 1,010 streams at once against the fake model, each
 5 tokens 2 s apart (a 10-second reply). A stream beyond the pool's `max_connections` waits for a
 connection to come free, that is for another stream to end, before its request is even sent.

@@ -21,8 +21,8 @@ except ImproperlyConfigured as error:
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 
-from conversations.routing import websocket_urlpatterns
-from conversations.socket_security import CsrfOriginValidator
+from conversations.sockets.routing import websocket_urlpatterns
+from conversations.sockets.security import CsrfOriginValidator
 
 application = ProtocolTypeRouter(
     {

@@ -83,7 +83,7 @@ def _keep_private(request: HttpRequest, response: HttpResponse) -> HttpResponse:
 
     It goes by the credentials sent, not by the user they prove: reading the session here would
     cost every request a query. Static files are answered before this (WhiteNoise, cached for a
-    year), and the public share page sends its own no-store (conversations/sharing.py).
+    year), and the public share page sends its own no-store (conversations/views/sharing.py).
     """
     if _carries_credentials(request, response):
         patch_cache_control(response, private=True, no_store=True)

@@ -45,13 +45,13 @@ class GracefulServer(Server):
 
     async def _shut_down(self) -> None:
         # Imported here: Django is set up by the application, which daphne loads after this.
-        from conversations import generation
+        from conversations.replies import running
 
         try:
             for port in self.ports:
                 port.stopListening()
-            self._on_second_signal(generation.shut_down)
-            await generation.shut_down(grace=settings.CHAT_SHUTDOWN_GRACE_SECONDS)
+            self._on_second_signal(running.shut_down)
+            await running.shut_down(grace=settings.CHAT_SHUTDOWN_GRACE_SECONDS)
             responses = [
                 details["application_instance"]
                 for protocol, details in self.connections.items()

@@ -142,7 +142,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "conversations.context_processors.model_status",
-                "conversations.theme.theme",
+                "conversations.views.theme.theme",
             ],
             "loaders": [
                 (

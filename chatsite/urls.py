@@ -15,7 +15,7 @@ urlpatterns = [
     path("account/", include("accounts.urls")),
     path("account/tokens/", tokens.token_list, name="api_tokens"),
     path("account/tokens/<int:token_id>/revoke/", tokens.revoke_token, name="api_token_revoke"),
-    path("api/", include("conversations.api_urls")),
+    path("api/", include("conversations.api.urls")),
     path("", include("conversations.urls")),
 ]
 

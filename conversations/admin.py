@@ -15,8 +15,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from . import usage
-from .models import Conversation, Message, UsageEntry
+from conversations import usage
+from conversations.models import Conversation, Message, UsageEntry
 
 
 class ModelFilter(admin.SimpleListFilter):

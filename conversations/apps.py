@@ -6,4 +6,6 @@ class ConversationsConfig(AppConfig):
     name = "conversations"
 
     def ready(self) -> None:
-        from . import checks, socket_security  # noqa: F401 (register checks and signal receivers)
+        # Registered on import: the system checks and the signal receivers.
+        from conversations import checks  # noqa: F401
+        from conversations.sockets import security  # noqa: F401

@@ -1,7 +1,7 @@
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from . import providers
+from conversations.llm import providers
 
 
 @checks.register()

@@ -16,7 +16,7 @@ from django.template.loader import render_to_string
 from django.views import defaults
 from psycopg_pool import PoolTimeout
 
-from . import generation
+from conversations.replies import running
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ def refused_when_busy(view):
     async def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         if request.method == "POST":
             try:
-                generation.ensure_capacity()  # no database work
-            except generation.ProcessBusy as refusal:
+                running.ensure_capacity()  # no database work
+            except running.ProcessBusy as refusal:
                 return overloaded(request, refusal.message, refusal.retry_after)
         return await view(request, *args, **kwargs)
 

@@ -2,7 +2,7 @@
 
 from django.template.loader import render_to_string
 
-from .sidebar import sidebar_page
+from conversations.sidebar import sidebar_page
 
 
 def conversation_list(owner_id: int) -> str:

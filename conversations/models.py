@@ -7,7 +7,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .rendering import render_markdown_cached
+from conversations.rendering import render_markdown_cached
 
 TITLE_MAX_LENGTH = 200
 
@@ -271,7 +271,7 @@ class UsageEntry(models.Model):
     does not give its tokens back. An entry is reserved, with an estimate, in the transaction
     that stores the reply, so concurrent sends see each other's cost at once; it is settled
     when the reply ends, however it ends, with the provider's figures when they came and an
-    estimate from the text otherwise (conversations/quota.py).
+    estimate from the text otherwise (conversations/replies/quota.py).
     """
 
     class State(models.TextChoices):

@@ -32,7 +32,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import Expression
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 SEARCH_CONFIG = "english"
 RESULTS_PER_PAGE = 20

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Conversation
+from conversations.models import Conversation
 
 PAGE_SIZE = 50
 PINNED = "Pinned"

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from . import exports, manage_views, settings_views, sharing, theme, usage_views, views
+from conversations.views import chat as views
+from conversations.views import exports, manage, model_settings, sharing, theme, usage
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("usage/", usage_views.usage_page, name="usage"),
+    path("usage/", usage.usage_page, name="usage"),
     path("theme/", theme.set_theme, name="theme_set"),
     path("c/new/", views.start_conversation, name="conversation_start"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
@@ -12,7 +13,7 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/earlier/", views.earlier_messages, name="earlier_messages"),
     path(
         "c/<uuid:conversation_id>/settings/",
-        settings_views.conversation_settings,
+        model_settings.conversation_settings,
         name="conversation_settings",
     ),
     path("c/<uuid:conversation_id>/stop/", views.stop_reply, name="reply_stop"),
@@ -29,38 +30,38 @@ urlpatterns = [
     ),
     path(
         "c/<uuid:conversation_id>/rename/",
-        manage_views.rename_conversation,
+        manage.rename_conversation,
         name="conversation_rename",
     ),
     path(
         "c/<uuid:conversation_id>/label/",
-        manage_views.conversation_label,
+        manage.conversation_label,
         name="conversation_label",
     ),
-    path("c/<uuid:conversation_id>/pin/", manage_views.pin_conversation, name="conversation_pin"),
+    path("c/<uuid:conversation_id>/pin/", manage.pin_conversation, name="conversation_pin"),
     path(
         "c/<uuid:conversation_id>/unpin/",
-        manage_views.unpin_conversation,
+        manage.unpin_conversation,
         name="conversation_unpin",
     ),
     path(
         "c/<uuid:conversation_id>/archive/",
-        manage_views.archive_conversation,
+        manage.archive_conversation,
         name="conversation_archive",
     ),
     path(
         "c/<uuid:conversation_id>/unarchive/",
-        manage_views.unarchive_conversation,
+        manage.unarchive_conversation,
         name="conversation_unarchive",
     ),
     path(
         "c/<uuid:conversation_id>/delete/",
-        manage_views.delete_conversation,
+        manage.delete_conversation,
         name="conversation_delete",
     ),
-    path("conversations/", manage_views.conversation_list, name="conversation_list"),
-    path("archive/", manage_views.archive, name="archive"),
-    path("search/", manage_views.search_conversations, name="search"),
+    path("conversations/", manage.conversation_list, name="conversation_list"),
+    path("archive/", manage.archive, name="archive"),
+    path("search/", manage.search_conversations, name="search"),
     path(
         "c/<uuid:conversation_id>/export.md",
         exports.export_markdown,

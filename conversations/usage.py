@@ -1,6 +1,6 @@
 """Token usage: what replies cost, added up by the database from the usage ledger.
 
-Each reply has one `UsageEntry` (conversations/quota.py writes and settles them), kept when its
+Each reply has one `UsageEntry` (replies/quota.py writes and settles them), kept when its
 conversation is deleted. The sums are one grouped query, whatever the number of replies. A
 reply still being written counts as a reply; its tokens count once it is settled (the quota
 also counts what it has reserved meanwhile). "A day" is a calendar day in TIME_ZONE.
@@ -13,7 +13,7 @@ from django.db.models import Count, Q, QuerySet, Sum, TextField, Value
 from django.db.models.functions import Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
-from .models import UsageEntry
+from conversations.models import UsageEntry
 
 USAGE_DAYS = 30
 UNKNOWN_MODEL = "unknown model"

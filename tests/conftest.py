@@ -24,8 +24,9 @@ from whitenoise.base import WhiteNoise
 
 from accounts.models import User
 from chatsite.asgi import application
-from conversations import generation, provider
+from conversations.llm import client
 from conversations.models import Conversation, Message
+from conversations.replies import running
 from tests.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
@@ -105,11 +106,11 @@ def fresh_channel_layer_and_client() -> Iterator[None]:
     on a loop of its own.
     """
     channel_layers.backends.clear()
-    provider._client.cache_clear()
+    client._client.cache_clear()
     yield
-    generation._running.clear()
+    running.generations.clear()
     channel_layers.backends.clear()
-    provider._client.cache_clear()
+    client._client.cache_clear()
 
 
 @pytest.fixture
@@ -315,7 +316,7 @@ async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
 
 
 # --------------------------------------------------------------------------- #
-# Several providers (conversations/providers.py)
+# Several providers (conversations/llm/providers.py)
 # --------------------------------------------------------------------------- #
 
 LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")

@@ -28,9 +28,9 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 
 from accounts.models import ApiToken, User
 from chatsite.asgi import application
-from conversations import generation
 from conversations.models import Conversation, Message, ShareLink, UsageEntry
-from conversations.routing import websocket_urlpatterns
+from conversations.replies import announce
+from conversations.sockets.routing import websocket_urlpatterns
 from tests.conftest import PASSWORD, SITE_ORIGIN
 
 # Who may reach a route.
@@ -571,7 +571,7 @@ async def test_only_those_entitled_open_the_websocket(route: Route, world: World
             assert SECRET_REPLY in await alice.receive_from(timeout=5)
         else:
             assert bob_connected
-            await generation.announce_sidebar_change(world.alice.pk)
+            await announce.sidebar_changed(world.alice.pk)
             assert SECRET_TITLE in await alice.receive_from(timeout=5)
             assert await bob.receive_nothing(timeout=0.3)
     finally:

@@ -21,8 +21,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from conversations import api_docs
-from conversations.api_schema import schema
+from conversations.api import docs as api_docs
+from conversations.api.schema import schema
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import Daphne

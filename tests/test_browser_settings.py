@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Page, expect
 
-from conversations.providers import choice_value
+from conversations.llm.providers import choice_value
 from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import ARTIFACTS, Daphne

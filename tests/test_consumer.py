@@ -9,9 +9,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.urls import reverse
 
-from conversations import generation
 from conversations.models import Conversation, Message
 from tests.fake_openai import Reply, estimate_prompt_tokens, usage_dict
+from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}
 
@@ -106,7 +106,7 @@ async def test_a_reply_streams_to_the_page_and_is_stored_whole(
 
     reply = await send(alice_async_client, conversation, "And in June?")
     finished = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     await reply.arefresh_from_db()
     assert reply.status == Message.Status.COMPLETE
@@ -142,7 +142,7 @@ async def test_partial_text_reaches_the_page_before_the_reply_is_finished(
     await reply.arefresh_from_db()
     still_streaming = reply.status
     await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     await reply.arefresh_from_db()
     assert still_streaming == Message.Status.STREAMING
@@ -165,7 +165,7 @@ async def test_a_page_opened_mid_reply_gets_the_text_so_far_then_the_rest(
     resent_prefix = second_page.text_of(reply)
     await first_page.receive_until_done(reply)
     await second_page.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     await reply.arefresh_from_db()
     assert reply.content == "".join(words)
@@ -180,7 +180,7 @@ async def test_a_page_opened_after_the_reply_finished_gets_it_whole(
 ):
     fake_openai.script(Reply(text="Lisbon, then **Porto**."))
     reply = await send(alice_async_client, conversation, "Plan it")
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     socket = await open_socket(conversation)
     frame = await socket.receive_until_done(reply)
@@ -203,7 +203,7 @@ async def test_stop_keeps_the_text_so_far_and_marks_the_reply_stopped(
         reverse("reply_stop", args=[conversation.pk]), headers=HTMX
     )
     finished = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     assert response.status_code == 204
     await reply.arefresh_from_db()
@@ -222,7 +222,7 @@ async def test_a_failing_provider_shows_its_error_and_keeps_the_partial_reply(
 
     reply = await send(alice_async_client, conversation, "Tell me about Lisbon")
     finished = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     await reply.arefresh_from_db()
     assert reply.status == Message.Status.ERROR
@@ -247,7 +247,7 @@ async def test_a_frame_from_the_page_is_answered_with_an_error_and_the_socket_st
     assert not await conversation.messages.filter(content="Send this for me").aexists()
     reply = await send(alice_async_client, conversation, "Sent the proper way")
     await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
     assert socket.text_of(reply) == reply.content == fake_openai.default.text
 
@@ -264,7 +264,7 @@ async def test_a_channel_layer_failing_at_the_end_still_leaves_the_reply_stored(
     fake_openai.script(Reply(text="Stored whatever the layer does."))
 
     reply = await send(alice_async_client, conversation, "Say something")
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
 
     assert reply.status == Message.Status.COMPLETE

@@ -6,9 +6,10 @@ import asyncio
 import pytest
 from django.urls import reverse
 
-from conversations import context, generation
+from conversations.llm import context
 from conversations.models import Message
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 from tests.xss import parse
 
 SYSTEM = {"role": "system", "content": "Be brief."}
@@ -135,7 +136,7 @@ class TestLongConversations:
         assert left_out > 0
         assert "question 1 " not in str(sent)
         reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alast()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.COMPLETE
         assert reply.metadata["left_out"] == left_out
@@ -155,7 +156,7 @@ class TestLongConversations:
         )
 
         reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.ERROR
         assert reply.error_text.startswith("This message is too long for llama3.2:3b")
@@ -178,7 +179,7 @@ class TestLongConversations:
         [request] = await asyncio.to_thread(two_providers.local.wait_for_requests, 1)
         assert len(request["messages"]) == 3
         reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alast()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.metadata["left_out"] == 0
         page = (await alice_async_client.get(conversation.get_absolute_url())).content.decode()

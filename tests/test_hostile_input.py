@@ -26,14 +26,15 @@ from django.urls import reverse
 from markdown_it import MarkdownIt
 
 from chatsite.asgi import application
-from conversations import generation
-from conversations.generation import title_from
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message, ShareLink
-from conversations.routing import websocket_urlpatterns
+from conversations.replies import announce, running
+from conversations.replies.turns import title_from
+from conversations.sockets.routing import websocket_urlpatterns
 from tests.conftest import SITE_ORIGIN
 from tests.fake_openai import Reply
 from tests.ledger import paid_reply
 from tests.live import ChatClient, Daphne
+from tests.support.replies import wait_for_reply
 from tests.xss import (
     INERT_PAYLOADS,
     PAYLOADS,
@@ -254,8 +255,8 @@ async def test_hostile_text_streamed_to_an_open_page_arrives_as_text(
     assert response.status_code == 200
     reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
     await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
-    await asyncio.gather(*generation._background_tasks)
+    await wait_for_reply(reply.pk)
+    await asyncio.gather(*running._background_tasks)
     async with asyncio.timeout(5):
         while model_title not in sidebar_titles(socket.frames):  # the last thing to change
             await socket.receive()
@@ -320,7 +321,7 @@ async def test_nul_characters_from_the_model_cannot_lose_the_reply(
             "created_at"
         )
         finals.append(await socket.receive_until_done(reply))
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         replies.append(reply)
 
@@ -365,7 +366,7 @@ async def test_half_a_surrogate_pair_from_the_model_cannot_lose_the_reply(
     )
     reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
     final = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
 
     assert reply.status == Message.Status.COMPLETE
@@ -629,14 +630,14 @@ async def test_junk_frames_get_an_error_and_disturb_no_one(
         answers[name] = json.loads(await alices_page.receive())
 
     await bobs_page.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
     assert all("error" in answer for answer in answers.values()), answers
     assert reply.status == Message.Status.COMPLETE
     assert reply.content == "".join(words)
     assert bobs_page.text_of(reply) == reply.content
     # Alice's socket is still open, and still hears her own events.
-    await generation.announce_sidebar_change(alice.pk)
+    await announce.sidebar_changed(alice.pk)
     assert 'id="conversation-list"' in await alices_page.receive()
 
 
@@ -737,7 +738,7 @@ async def test_the_longest_message_in_four_byte_characters_is_accepted_and_store
     question = await conversation.messages.filter(role=Message.Role.USER).alatest("created_at")
     assert question.content == text
     reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     assert fake_openai.requests[-1]["messages"][-1]["content"] == text
 
 

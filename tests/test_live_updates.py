@@ -8,17 +8,18 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from conversations import generation
 from conversations.models import Conversation, Message
+from conversations.replies import running
 from tests.conftest import open_home_socket
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
 async def finish_background_work(reply: Message) -> None:
-    await generation.wait_for(reply.pk)
-    await asyncio.gather(*generation._background_tasks)
+    await wait_for_reply(reply.pk)
+    await asyncio.gather(*running._background_tasks)
 
 
 async def test_the_first_exchange_names_the_conversation_everywhere(
@@ -94,7 +95,7 @@ async def test_a_new_message_moves_its_conversation_up_on_every_open_page(
     frame = await home.receive_from(timeout=5)
     assert frame.index("Older chat") < frame.index("Newer chat")
     reply = await older.messages.aget(role="assistant")
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await home.disconnect()
 
 

@@ -7,9 +7,9 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
 from accounts.models import User
-from conversations import generation
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -74,7 +74,7 @@ async def test_200_concurrent_streams_are_all_stored_exactly_as_received(
             for _, conversation, socket in streams
         )
     )
-    await asyncio.gather(*(generation.wait_for(reply.pk) for reply in replies.values()))
+    await asyncio.gather(*(wait_for_reply(reply.pk) for reply in replies.values()))
 
     expected = "".join(WORDS)
     for (_, conversation, socket), final in zip(streams, finals, strict=True):

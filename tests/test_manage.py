@@ -15,10 +15,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import generation, sidebar
+from conversations import sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
+from conversations.replies import generate, running
 from tests.conftest import open_home_socket
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 from tests.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}
@@ -376,7 +378,7 @@ async def test_deleting_a_conversation_mid_reply_stops_the_reply_without_an_erro
 ):
     conversation = await sync_to_async(make_conversation)(title="Doomed")
     fake_openai.script(Reply(text="word " * 400, delay=0.01))
-    reply = await generation.begin(conversation, "Talk for a long time")
+    reply = await generate.begin(conversation, "Talk for a long time")
     while not (await Message.objects.aget(pk=reply.pk)).content:
         await asyncio.sleep(0.01)
     caplog.set_level(logging.WARNING, logger="conversations")
@@ -385,7 +387,7 @@ async def test_deleting_a_conversation_mid_reply_stops_the_reply_without_an_erro
         reverse("conversation_delete", args=[conversation.pk]), {"confirm": "yes"}
     )
     async with asyncio.timeout(10):
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
     assert response.status_code == 302
     assert not await Conversation.objects.filter(pk=conversation.pk).aexists()
@@ -403,15 +405,15 @@ async def test_a_reply_finishing_after_its_conversation_was_deleted_fails_nothin
     settings.CHAT_AUTO_TITLE = True
     conversation = await sync_to_async(make_conversation)(title="")
     fake_openai.script(Reply(text="A reply. " * 50, delay=0.01), Reply(text="A title"))
-    reply = await generation.begin(conversation, "Hello")
+    reply = await generate.begin(conversation, "Hello")
     while not (await Message.objects.aget(pk=reply.pk)).content:
         await asyncio.sleep(0.01)
     caplog.set_level(logging.WARNING, logger="conversations")
 
     await Conversation.objects.filter(pk=conversation.pk).adelete()
     async with asyncio.timeout(10):
-        await generation.wait_for(reply.pk)
-        await asyncio.gather(*generation._background_tasks)
+        await wait_for_reply(reply.pk)
+        await asyncio.gather(*running._background_tasks)
 
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert not await Conversation.objects.filter(pk=conversation.pk).aexists()

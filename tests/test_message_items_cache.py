@@ -10,9 +10,9 @@ from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
-from conversations import generation
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -104,7 +104,7 @@ async def test_regenerating_and_editing_show_the_new_text_and_the_old_as_version
     assert "earlier version" not in await page(alice_client, conversation)
 
     await alice_async_client.post(f"/c/{conversation.pk}/regenerate/")
-    await generation.wait_for((await sync_to_async(latest_reply)(conversation)).pk)
+    await wait_for_reply((await sync_to_async(latest_reply)(conversation)).pk)
     regenerated = await page(alice_client, conversation)
 
     assert f'id="message-{old_reply.pk}"' not in regenerated
@@ -115,7 +115,7 @@ async def test_regenerating_and_editing_show_the_new_text_and_the_old_as_version
     await alice_async_client.post(
         f"/c/{conversation.pk}/messages/{question.pk}/edit/", {"text": "And in June?"}
     )
-    await generation.wait_for((await sync_to_async(latest_reply)(conversation)).pk)
+    await wait_for_reply((await sync_to_async(latest_reply)(conversation)).pk)
     edited = await page(alice_client, conversation)
 
     assert f'id="message-{question.pk}"' not in edited

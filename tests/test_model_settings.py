@@ -8,10 +8,10 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
-from conversations import generation
+from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
-from conversations.providers import choice_value
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 from tests.test_providers import picker, selected
 from tests.xss import parse
 
@@ -232,7 +232,7 @@ class TestNewConversations:
         [request] = await asyncio.to_thread(two_providers.router.wait_for_requests, 1)
         assert request["model"] == "openai/gpt-4o"
         assert request["messages"][0] == {"role": "system", "content": "Always answer in haiku."}
-        await wait_for_reply(conversation)
+        await reply_when_finished(conversation)
 
     async def test_without_user_defaults_the_site_defaults_apply(
         self, two_providers, settings, alice_async_client
@@ -245,7 +245,7 @@ class TestNewConversations:
         [request] = await asyncio.to_thread(two_providers.router.wait_for_requests, 1)
         assert request["model"] == "openai/gpt-4o"
         assert request["messages"][0] == {"role": "system", "content": "Site-wide prompt."}
-        await wait_for_reply(await Conversation.objects.aget())
+        await reply_when_finished(await Conversation.objects.aget())
 
     async def test_settings_chosen_on_the_new_chat_page_win_over_the_defaults(
         self, two_providers, alice, alice_async_client
@@ -262,7 +262,7 @@ class TestNewConversations:
         [request] = await asyncio.to_thread(two_providers.local.wait_for_requests, 1)
         assert request["model"] == "qwen2.5:7b-instruct"
         assert two_providers.router.requests == []
-        reply = await wait_for_reply(await Conversation.objects.aget())
+        reply = await reply_when_finished(await Conversation.objects.aget())
         assert reply.content == "Local answer."
 
     async def test_wrong_settings_on_the_new_chat_page_start_nothing(
@@ -297,12 +297,12 @@ class TestNewConversations:
         [request] = await asyncio.to_thread(two_providers.router.wait_for_requests, 1)
         assert request["temperature"] == 0
         assert request["messages"][0] == {"role": "system", "content": "Be kind."}
-        reply = await wait_for_reply(conversation)
+        reply = await reply_when_finished(conversation)
         assert (reply.metadata["provider"], reply.metadata["temperature"]) == ("router", 0)
 
 
-async def wait_for_reply(conversation: Conversation) -> Message:
+async def reply_when_finished(conversation: Conversation) -> Message:
     reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alast()
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
     return reply

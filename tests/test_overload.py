@@ -21,10 +21,13 @@ from django.urls import reverse
 from psycopg_pool import PoolTimeout
 
 from accounts.models import ApiToken, User
-from conversations import api, errors, generation
+from conversations import errors
+from conversations.api import views as api
 from conversations.models import Conversation, Message
+from conversations.replies import running, stop
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
+from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,9 +166,9 @@ async def post_to_api(key: str, body: dict, path: str = "") -> HttpResponse:
 
 
 async def stop_all() -> None:
-    for reply_id in list(generation._running):
-        await generation.request_stop(reply_id)
-        await generation.wait_for(reply_id)
+    for reply_id in list(running.generations):
+        await stop.request_stop(reply_id)
+        await wait_for_reply(reply_id)
 
 
 @pytest.mark.asyncio
@@ -232,7 +235,7 @@ async def test_a_place_is_free_again_once_a_reply_ends(
     await stop_all()
 
     assert (first.status_code, second.status_code) == (200, 200)
-    assert generation.replies_in_progress() == 0
+    assert running.replies_in_progress() == 0
 
 
 def out_of_connections(*args, **kwargs):
@@ -281,7 +284,7 @@ def test_running_out_of_database_connections_is_a_json_503_for_the_api(
 def test_running_out_of_database_connections_keeps_the_composers_text(
     alice_client, conversation, monkeypatch
 ):
-    from conversations import views
+    from conversations.views import chat as views
 
     monkeypatch.setattr(views, "_get_conversation_for_user", out_of_connections)
     alice_client.raise_request_exception = False
@@ -295,7 +298,7 @@ def test_running_out_of_database_connections_keeps_the_composers_text(
 
 
 def test_an_unknown_error_outside_the_api_is_the_sites_error_page(alice_client, monkeypatch):
-    from conversations import views
+    from conversations.views import chat as views
 
     monkeypatch.setattr(views, "_chat_context", lambda *args, **kwargs: 1 / 0)
     alice_client.raise_request_exception = False
@@ -359,7 +362,7 @@ async def test_a_page_that_misses_a_turn_for_want_of_a_connection_catches_up(
 ):
     """The socket stays open when the database has no connection to spare for an event, and
     the page is sent the conversation as it stands at its next check."""
-    from conversations import consumers
+    from conversations.sockets import consumers
 
     settings.CHAT_STALE_SECONDS = 3  # checks every second
     fake_openai.script(Reply(text="Here it is."))
@@ -371,7 +374,7 @@ async def test_a_page_that_misses_a_turn_for_want_of_a_connection_catches_up(
     )
     reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).alatest("created_at")
     final = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     assert socket.connected
     assert "Here it is." in final

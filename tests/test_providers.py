@@ -16,12 +16,13 @@ from django.urls import reverse
 
 from accounts.models import User
 from chatsite import startup
-from conversations import generation, providers
+from conversations.llm import providers
+from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
-from conversations.providers import choice_value
 from tests.conftest import LOCAL_MODELS, PASSWORD, ROUTER_KEY, ROUTER_MODELS
 from tests.fake_openai import Reply
 from tests.live import free_port
+from tests.support.replies import wait_for_reply
 from tests.xss import Element, parse
 
 HTMX = {"HX-Request": "true"}
@@ -150,7 +151,7 @@ class TestTheChosenProviderAnswers:
         assert response.status_code == 200
         conversation = await Conversation.objects.aget()
         reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         [request] = await asyncio.to_thread(two_providers.router.wait_for_requests, 1)
         assert request["model"] == model
         assert request["temperature"] == 0.3
@@ -184,7 +185,7 @@ class TestTheChosenProviderAnswers:
         assert request["model"] == "qwen2.5:7b-instruct"
         assert "temperature" not in request
         reply = await Message.objects.filter(role=Message.Role.ASSISTANT).aget()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
     async def test_a_provider_removed_from_the_configuration_is_a_clear_error(
         self, two_providers, alice_async_client, make_conversation
@@ -198,7 +199,7 @@ class TestTheChosenProviderAnswers:
         )
 
         reply = await conversation.messages.filter(role=Message.Role.ASSISTANT).aget()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.ERROR
         assert "“retired” chosen for this conversation is no longer configured" in (

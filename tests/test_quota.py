@@ -16,10 +16,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from conversations import generation, quota, usage
+from conversations import usage
 from conversations.models import Conversation, Message
+from conversations.replies import quota
 from tests.fake_openai import Reply
 from tests.ledger import paid_reply
+from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}
 QUOTA = 1000
@@ -167,7 +169,7 @@ class TestQuotaAllows:
         assert timezone.localtime(question.created_at, settings_zone).hour == 0
         [request] = await asyncio.to_thread(fake_openai.wait_for_requests, 1)
         assert request["messages"][-1] == {"role": "user", "content": "Tomorrow?"}
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.content == "Good morning."
 
@@ -180,7 +182,7 @@ class TestQuotaAllows:
             reverse("message_send", args=[conversation.pk]), {"text": "Last one"}, headers=HTMX
         )
         *_, reply = await messages_of(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         again = await alice_async_client.post(
             reverse("message_send", args=[conversation.pk]), {"text": "And another"}, headers=HTMX
@@ -205,7 +207,7 @@ class TestQuotaAllows:
 
         assert "daily limit" not in response.content.decode()
         *_, reply = await messages_of(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         assert len(fake_openai.requests) == 1
 
 
@@ -252,7 +254,7 @@ class TestPerUserQuota:
         )
 
         *_, reply = await messages_of(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         assert len(fake_openai.requests) == 1
 
     def test_staff_set_a_users_quota_in_the_admin(self, alice: User, settings):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from conversations.offline import offline_reply
+from conversations.llm.offline import offline_reply
 from tests import fake_openai
 from tests.fresh_clone import (
     children,

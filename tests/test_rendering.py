@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 import pytest
 from django.urls import reverse
 
-from conversations import generation
 from conversations.models import Message
 from conversations.rendering import render_markdown
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 
 # What Markdown itself produces; anything else in the output came from the text.
 MARKDOWN_TAGS = {
@@ -221,7 +221,7 @@ async def test_hostile_model_output_streams_to_the_page_as_text(
     )
     reply = await conversation.messages.filter(role="assistant").alatest("created_at")
     finished = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     await reply.arefresh_from_db()
     assert reply.content == "".join(chunks)

@@ -13,9 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from conversations import generation
 from conversations.models import Conversation, Message
+from conversations.replies import stop
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -53,9 +54,9 @@ async def replies_being_written(
 
 async def stop_all(replies: list[Message]) -> None:
     for reply in replies:
-        await generation.request_stop(reply.pk)
+        await stop.request_stop(reply.pk)
     for reply in replies:
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
 
 async def test_a_page_refuses_one_reply_more_under_the_composer(

@@ -4,7 +4,7 @@
   was marked interrupted meanwhile (another process took it for dead: its process was paused)
   stops at once and writes nothing more.
 - A generator whose writes fail keeps its text and stores it whole once the database can.
-- A process that shuts down (generation.shut_down, which chatsite/serve.py calls on SIGTERM or
+- A process that shuts down (running.shut_down, which chatsite/serve.py calls on SIGTERM or
   SIGINT) takes no new reply, gives those running a grace period, then stores the rest as
   interrupted with all their text and tells their watchers.
 
@@ -21,11 +21,12 @@ from django.urls import reverse
 from psycopg_pool import PoolTimeout
 
 from accounts.models import ApiToken
-from conversations import generation
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message
+from conversations.replies import running, sweeper, writer
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
+from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,7 +47,7 @@ def token_of_alice(alice) -> str:
 def shutting_down():
     """The test shuts the process down; the next test gets a process that takes replies."""
     yield
-    generation._shutting_down = False
+    running._shutting_down = False
 
 
 async def send_through_api(key: str, conversation: Conversation, text: str = "Count"):
@@ -117,7 +118,7 @@ async def test_a_generator_whose_reply_was_taken_for_dead_stops_and_writes_nothi
     stored = reply.content
     received += [chunk async for chunk in body]
     events = sse_events(received)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
 
     assert (reply.status, reply.content) == (Message.Status.INTERRUPTED, stored)
@@ -142,16 +143,16 @@ class PausedWriter:
     def __init__(self, monkeypatch) -> None:
         self.resumed = asyncio.Event()
         self.waiting = asyncio.Event()
-        write = generation._flush
+        write = writer._flush
 
         async def write_once_resumed(texts):
             self.waiting.set()
             await self.resumed.wait()
             return await write(texts)
 
-        monkeypatch.setattr(generation, "_flush", write_once_resumed)
+        monkeypatch.setattr(writer, "_flush", write_once_resumed)
 
-    async def pause(self, paused: generation.Generation, seconds: float) -> None:
+    async def pause(self, paused: running.Generation, seconds: float) -> None:
         await self.waiting.wait()  # a write begun before stands; the next one waits
         # Monotonic time runs on while a process is stopped: its last write looks that old.
         paused.last_write -= seconds
@@ -170,12 +171,12 @@ async def paused_while_streaming(alice, key: str, monkeypatch, seconds: float):
     received = [await anext(body)]
     reply = await conversation.messages.aget(role=Message.Role.ASSISTANT)
     await read_until(body, WORDS[0], received)
-    paused = generation._running[reply.pk][0]
+    paused = running.generations[reply.pk][0]
     await writer.pause(paused, seconds)
     return writer, body, received, reply, paused
 
 
-async def until_the_model_sent_more(paused: generation.Generation, than: int) -> None:
+async def until_the_model_sent_more(paused: running.Generation, than: int) -> None:
     async def sent_more() -> bool:
         return paused.length > than + 10
 
@@ -240,7 +241,7 @@ async def test_a_reply_keeps_all_its_text_while_the_database_has_no_connection_t
 ):
     settings.CHAT_STALE_SECONDS = 0.1  # the outage is longer than a heartbeat may miss
     fake_openai.default = Reply(chunks=WORDS, delay=0.005)
-    store_final = generation._finish
+    store_final = writer._finish
     outage = {"final stores refused": 0}
     taken_for_dead = []
 
@@ -251,12 +252,12 @@ async def test_a_reply_keeps_all_its_text_while_the_database_has_no_connection_t
         if outage["final stores refused"] < 3:
             outage["final stores refused"] += 1
             # Meanwhile the process looks for dead replies, as its sweeper does.
-            taken_for_dead.extend(await unit_of_work(generation.mark_stale_replies_interrupted)())
+            taken_for_dead.extend(await unit_of_work(sweeper.mark_stale_replies_interrupted)())
             raise no_connection_to_give()
         return await store_final(*args)
 
-    monkeypatch.setattr(generation, "_flush", flush_refused)
-    monkeypatch.setattr(generation, "_finish", final_store_once_the_pool_frees)
+    monkeypatch.setattr(writer, "_flush", flush_refused)
+    monkeypatch.setattr(writer, "_finish", final_store_once_the_pool_frees)
     conversation = await Conversation.objects.acreate(owner=alice)
     response = await send_through_api(token_of_alice, conversation)
     events = sse_events([chunk async for chunk in response.streaming_content])
@@ -317,7 +318,7 @@ async def test_replies_get_the_grace_period_to_finish_then_are_stored_interrupte
     received: list[bytes] = []
     await read_until(stalled_body, "w4 ", received)
 
-    shutdown = asyncio.create_task(generation.shut_down(grace=2))
+    shutdown = asyncio.create_task(running.shut_down(grace=2))
     short_events = sse_events([chunk async for chunk in short_body])
     received += [chunk async for chunk in stalled_body]
     await shutdown
@@ -334,14 +335,14 @@ async def test_replies_get_the_grace_period_to_finish_then_are_stored_interrupte
     assert stalled_events[-1][0] == "done"
     assert stalled_events[-1][1]["status"] == "interrupted"
     assert stalled_events[-1][1]["content"] == "".join(WORDS[:5])
-    assert generation.replies_in_progress() == 0
+    assert running.replies_in_progress() == 0
 
 
 @pytest.mark.asyncio
 async def test_a_process_shutting_down_refuses_a_new_message_at_once_and_stores_nothing(
     alice, alice_async_client, token_of_alice, conversation, shutting_down
 ):
-    await generation.shut_down(grace=0)
+    await running.shut_down(grace=0)
 
     by_api = await send_through_api(token_of_alice, conversation, "Hello?")
     by_page = await alice_async_client.post(

@@ -8,7 +8,6 @@ import nh3
 import pytest
 from django.urls import reverse
 
-from conversations import generation
 from conversations.highlight_css import stylesheet
 from conversations.models import Message
 from conversations.rendering import (
@@ -19,6 +18,7 @@ from conversations.rendering import (
     render_markdown,
 )
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 from tests.xss import Element, executable_markup, parse
 
 STYLESHEET = Path(__file__).resolve().parent.parent / "static" / "css" / "highlight.css"
@@ -255,7 +255,7 @@ async def test_a_finished_streamed_reply_arrives_highlighted_with_its_buttons(
     )
     reply = await conversation.messages.filter(role="assistant").alatest("created_at")
     finished = await socket.receive_until_done(reply)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
 
     shown = parse(finished).by_id(f"message-{reply.pk}")
     (block,) = code_blocks(shown)

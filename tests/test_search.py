@@ -9,9 +9,10 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import generation, search
+from conversations import search
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 from tests.xss import PAYLOADS, Element, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}
@@ -316,7 +317,7 @@ class TestSearchKeepsUpWithWriting:
             pytest.fail("the reply's text was not stored while it streamed")
         while_streaming = await found_messages(alice_async_client, "bromeliads")
         vector_while_streaming = await sync_to_async(stored_vector_is_current)(reply)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
 
         assert while_streaming == []
@@ -336,7 +337,7 @@ class TestSearchKeepsUpWithWriting:
         question = await conversation.messages.aget(role="user")
 
         await alice_async_client.post(f"/c/{conversation.pk}/regenerate/")
-        await generation.wait_for((await latest_reply(conversation)).pk)
+        await wait_for_reply((await latest_reply(conversation)).pk)
         after_regenerating = [
             len(await found_messages(alice_async_client, word)) for word in ("lisbon", "porto")
         ]
@@ -345,7 +346,7 @@ class TestSearchKeepsUpWithWriting:
             {"text": "Where should I go hiking in June?"},
         )
         reply = await latest_reply(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         assert after_regenerating == [0, 1]
         assert await found_messages(alice_async_client, "porto") == []

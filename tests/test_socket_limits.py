@@ -11,8 +11,8 @@ from django.core.cache import cache
 from django.test import AsyncClient
 
 from accounts.models import User
-from conversations import events
-from conversations.socket_slots import SocketSlot
+from conversations.replies import events
+from conversations.sockets.slots import SocketSlot
 from tests.conftest import home_page_socket
 
 # A handshake reads the session and claims a place in worker threads: on a busy machine that

@@ -8,8 +8,8 @@ import pytest
 import websockets
 from django.conf import settings
 
-from conversations import events
 from conversations.models import Conversation
+from conversations.replies import events
 from tests.live import ChatClient, Daphne, session_key
 
 pytestmark = [

@@ -14,8 +14,8 @@ from django.test import AsyncClient
 from django.urls import reverse
 
 from accounts.models import User
-from conversations import events
 from conversations.models import Conversation
+from conversations.replies import events
 from tests.conftest import PASSWORD, home_page_socket
 
 # A handshake reads the session and claims a place in worker threads: on a busy machine that

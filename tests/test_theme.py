@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from conversations.theme import THEME_COOKIE
+from conversations.views.theme import THEME_COOKIE
 
 HTMX = {"HX-Request": "true"}
 

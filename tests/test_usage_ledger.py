@@ -18,10 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from conversations import context, generation, quota, usage
+from conversations import usage
+from conversations.llm import context
 from conversations.models import Conversation, Message, UsageEntry
+from conversations.replies import quota, stop, sweeper
 from tests.fake_openai import Reply
 from tests.ledger import paid_reply
+from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}
 WORDS = [f" word{n}" for n in range(12)]
@@ -62,7 +65,7 @@ class TestEveryReplyIsCounted:
 
         await send(alice_async_client, conversation, "And after Lisbon?")
         reply = await last_reply(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         await reply.arefresh_from_db()
         entry = await entry_of(reply)
@@ -82,7 +85,7 @@ class TestEveryReplyIsCounted:
         fake_openai.script(Reply(text="Lisbon, then Porto."))
         await send(alice_async_client, conversation, "And after Lisbon?")
         reply = await last_reply(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         settings.CHAT_DAILY_TOKEN_QUOTA = reply.usage["total_tokens"]
 
@@ -112,7 +115,7 @@ class TestEveryReplyIsCounted:
         reserved = await entry_of(reply)
 
         await alice_async_client.post(reverse("reply_stop", args=[conversation.pk]))
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         entry = await entry_of(reply)
         assert reserved.state == UsageEntry.State.RESERVED
@@ -131,7 +134,7 @@ class TestEveryReplyIsCounted:
 
         await send(alice_async_client, conversation, "Count")
         reply = await last_reply(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         await reply.arefresh_from_db()
         entry = await entry_of(reply)
@@ -147,7 +150,7 @@ class TestEveryReplyIsCounted:
 
         await send(alice_async_client, conversation, "Hello?")
         reply = await last_reply(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         entry = await entry_of(reply)
         assert entry.state == UsageEntry.State.SETTLED
@@ -174,12 +177,12 @@ class TestAReplyReservesWhileItIsWritten:
         assert f"{held:,} of 500 tokens used today" in refused
         assert f"{held:,} of them are held for replies still being written" in refused
         assert not await other.messages.aexists()
-        await generation.request_stop(first.pk)
-        await generation.wait_for(first.pk)
+        await stop.request_stop(first.pk)
+        await wait_for_reply(first.pk)
         # Stopped early, the first reply gives back what it did not use.
         await send(alice_async_client, other, "Meanwhile, a question")
         answered = await last_reply(other)
-        await generation.wait_for(answered.pk)
+        await wait_for_reply(answered.pk)
         await answered.arefresh_from_db()
         assert answered.content == "Now it fits."
 
@@ -196,8 +199,8 @@ class TestAReplyReservesWhileItIsWritten:
 
         assert f"<strong>{held:,}</strong> of your <strong>100,000</strong> tokens" in page
         assert f"{held:,} of these are held for replies still being written" in page
-        await generation.request_stop(reply.pk)
-        await generation.wait_for(reply.pk)
+        await stop.request_stop(reply.pk)
+        await wait_for_reply(reply.pk)
 
 
 def dead_reply(conversation: Conversation, text: str) -> Message:
@@ -257,7 +260,7 @@ class TestTheSweeperSettles:
         orphan = dead_reply(make_conversation(), "")
         orphan.conversation.delete()
 
-        generation.mark_stale_replies_interrupted()
+        sweeper.mark_stale_replies_interrupted()
 
         entries = {
             entry.reply_id: entry
@@ -277,7 +280,7 @@ class TestTheSweeperSettles:
         self, conversation
     ):
         reply = dead_reply(conversation, "Half an answer")
-        generation.mark_stale_replies_interrupted()
+        sweeper.mark_stale_replies_interrupted()
 
         # The generator was only paused (SIGSTOP): it comes back and finishes.
         report = {"prompt_tokens": 42, "completion_tokens": 9, "total_tokens": 51}

@@ -4,9 +4,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from conversations import generation
 from conversations.models import Conversation, Message
+from conversations.replies import stop
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,7 +45,7 @@ async def test_regenerate_replaces_the_last_reply_and_keeps_the_old_one(
     new_reply = await latest_reply(conversation)
     assert new_reply.pk != old_reply.pk
     await socket.receive_until_done(new_reply)
-    await generation.wait_for(new_reply.pk)
+    await wait_for_reply(new_reply.pk)
     await new_reply.arefresh_from_db()
     await old_reply.arefresh_from_db()
     assert new_reply.content == "Try **Porto** instead."
@@ -62,7 +63,7 @@ async def test_the_page_shows_earlier_versions_on_demand(
     fake_openai.script(Reply(text="Second answer"), Reply(text="Third answer"))
     for _ in range(2):
         await alice_async_client.post(f"/c/{conversation.pk}/regenerate/")
-        await generation.wait_for((await latest_reply(conversation)).pk)
+        await wait_for_reply((await latest_reply(conversation)).pk)
 
     page = (await alice_async_client.get(conversation.get_absolute_url())).content.decode()
 
@@ -87,7 +88,7 @@ async def test_editing_the_last_message_sends_the_new_text_and_keeps_the_old_tur
 
     assert response.status_code == 204
     reply = await latest_reply(conversation)
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     history = await Message.objects.filter(conversation=conversation).acount()
     assert history == 4
     assert fake_openai.requests[-1]["messages"] == [
@@ -132,8 +133,8 @@ async def test_regenerate_is_refused_while_a_reply_streams(
     assert response.status_code == 200
     assert "Wait for the current reply to finish" in response.content.decode()
     assert await latest_reply(conversation) == streaming
-    await generation.request_stop(streaming.pk)
-    await generation.wait_for(streaming.pk)
+    await stop.request_stop(streaming.pk)
+    await wait_for_reply(streaming.pk)
 
 
 def test_other_users_cannot_regenerate_or_edit(conversation, bob_client: Client):

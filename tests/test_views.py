@@ -11,10 +11,11 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import generation
+from conversations.forms import MessageForm
 from conversations.models import Conversation, Message
-from conversations.views import MessageForm
+from conversations.replies import generate, stop, turns
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 
 ALREADY_STREAMING = "Wait for the current reply to finish"
 HTMX = {"HX-Request": "true"}
@@ -222,7 +223,7 @@ class TestSending:
         [request] = await asyncio.to_thread(fake_openai.wait_for_requests, 1)
         assert request["messages"][-1] == {"role": "user", "content": "And in June?"}
 
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.COMPLETE
@@ -238,7 +239,7 @@ class TestSending:
         assert response.status_code == 302
         assert response["Location"] == conversation.get_absolute_url()
         *_, reply = await messages_of(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.COMPLETE
 
@@ -255,12 +256,12 @@ class TestSending:
         assert response.status_code == 200
         assert response["HX-Redirect"] == conversation.get_absolute_url()
         assert conversation.owner_id == alice.pk
-        assert len(conversation.title) == generation.TITLE_LENGTH
+        assert len(conversation.title) == turns.TITLE_LENGTH
         assert conversation.title.startswith("Plan a week in Portugal")
         assert conversation.title.endswith("…")
         question, reply = await messages_of(conversation)
         assert question.content == text
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         [request] = fake_openai.requests
         assert request["messages"] == [{"role": "user", "content": text}]
 
@@ -272,7 +273,7 @@ class TestSending:
         )
         *_, reply = await messages_of(conversation)
 
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.COMPLETE
@@ -302,7 +303,7 @@ class TestSending:
         assert reply.status == Message.Status.STREAMING
         assert len(fake_openai.requests) == 1
         await alice_async_client.post(reverse("reply_stop", args=[conversation.pk]))
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
     async def test_stop_ends_the_reply_and_keeps_what_arrived(
         self, alice_async_client, conversation, fake_openai
@@ -319,7 +320,7 @@ class TestSending:
         response = await alice_async_client.post(
             reverse("reply_stop", args=[conversation.pk]), headers=HTMX
         )
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         assert response.status_code == 204
         await reply.arefresh_from_db()
@@ -331,12 +332,12 @@ class TestSending:
         self, conversation, fake_openai
     ):
         fake_openai.script(Reply(chunks=[f" word{n}" for n in range(50)], delay=0.05))
-        reply, history = await generation._store_turn(conversation, "Count", replacing=None)
+        reply, history = await turns.store_turn(conversation, "Count", replacing=None)
 
         # The stop arrives before the generation has joined its control group.
-        await generation.request_stop(reply.pk)
-        generation.start(conversation.pk, reply, history)
-        await generation.wait_for(reply.pk)
+        await stop.request_stop(reply.pk)
+        generate.start(conversation.pk, reply, history)
+        await wait_for_reply(reply.pk)
 
         await reply.arefresh_from_db()
         assert reply.status == Message.Status.STOPPED
@@ -366,7 +367,7 @@ class TestSending:
 
         assert ALREADY_STREAMING not in response.content.decode()
         *_, reply = await messages_of(conversation)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await stale.arefresh_from_db()
         await reply.arefresh_from_db()
         assert stale.status == Message.Status.INTERRUPTED
@@ -389,7 +390,7 @@ class TestSending:
             reverse("message_send", args=[oldest.pk]), {"text": "Back to this one"}, headers=HTMX
         )
         *_, reply = await messages_of(oldest)
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
 
         home = (await alice_async_client.get(reverse("home"))).content.decode()
         assert sidebar_ids(home) == [str(c.pk) for c in (oldest, newest, middle)]
@@ -413,4 +414,4 @@ class TestSending:
         *_, question, reply = await messages_of(conversation)
         assert question.content == "With token"
         assert not await conversation.messages.filter(content="No token").aexists()
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)

@@ -1,4 +1,4 @@
-"""The one watcher protocol (conversations/watching.py), behind both the websocket and the API:
+"""The one watcher protocol (replies/watching.py), behind both the websocket and the API:
 a watcher follows a reply from the text it has, trims repeats, asks again after a gap, and
 takes the database's word for how the reply ends."""
 
@@ -8,9 +8,10 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
-from conversations import events, generation, watching
 from conversations.models import Message
+from conversations.replies import events, generate, running, watching
 from tests.fake_openai import Reply
+from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -80,7 +81,7 @@ async def test_a_reply_generated_here_is_handed_over_without_the_channel_layer(
 
     monkeypatch.setattr(layer, "send", send)
 
-    reply = await generation.begin(conversation, "Count")
+    reply = await generate.begin(conversation, "Count")
     received = [item async for item in watching.reply_events(reply.pk)]
 
     texts = [data for kind, data in received if kind == "delta"]
@@ -120,16 +121,16 @@ async def test_a_page_in_another_process_gets_the_text_through_its_channel(
     fake_openai.script(Reply(chunks=[f"w{n} " for n in range(30)], delay=0.02))
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    reply = await generation.begin(conversation, "Count")
+    reply = await generate.begin(conversation, "Count")
     await asyncio.sleep(0.1)  # the generator has joined its group
-    await generation.request_follow(reply.pk, channel, 0)
+    await watching.request_follow(reply.pk, channel, 0)
     follower = watching.Follower(channel)
     follower.offsets[str(reply.pk)] = 0
     text = ""
     async with asyncio.timeout(10):
         while len(text) < len("".join(f"w{n} " for n in range(30))):
             text += await follower.fresh_text(await layer.receive(channel))
-    await generation.wait_for(reply.pk)
+    await wait_for_reply(reply.pk)
     await reply.arefresh_from_db()
 
     assert text == reply.content
@@ -144,7 +145,7 @@ async def test_a_quiet_reply_generated_here_is_waited_for_not_polled(
     settings.CHAT_API_KEEPALIVE_SECONDS = 1
     fake_openai.script(Reply(chunks=["Hmm", " yes."], stall_after=1, stall_seconds=2.5))
     looked_up, asked_here = [], []
-    original_lookup, original_here = watching.stored_if_finished, generation.is_running_here
+    original_lookup, original_here = watching.stored_if_finished, running.is_running_here
 
     async def counted_lookup(reply_id):
         looked_up.append(reply_id)
@@ -155,9 +156,9 @@ async def test_a_quiet_reply_generated_here_is_waited_for_not_polled(
         return original_here(reply_id)
 
     monkeypatch.setattr(watching, "stored_if_finished", counted_lookup)
-    monkeypatch.setattr(generation, "is_running_here", counted_here)
+    monkeypatch.setattr(running, "is_running_here", counted_here)
 
-    reply = await generation.begin(conversation, "Think")
+    reply = await generate.begin(conversation, "Think")
     received = [item async for item in watching.reply_events(reply.pk)]
 
     kinds = [kind for kind, _ in received]

@@ -1,7 +1,7 @@
 from django import template
 
 from conversations.models import Conversation
-from conversations.sharing import share_panel_context
+from conversations.views.sharing import share_panel_context
 
 register = template.Library()
 

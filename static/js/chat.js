@@ -80,7 +80,7 @@
   });
 
   // A socket closed because its sign-in ended (a logout, a password change, the account
-  // deactivated: conversations/events.py) is opened again a second later with the cookie the
+  // deactivated: conversations/replies/events.py) is opened again a second later with the cookie the
   // browser holds by then. A password changed in another tab keeps this browser signed in, and
   // the page goes on as it was; if the new socket is refused too, the page reloads, which shows
   // the login page. A socket closed for being one too many is not reopened: the page says why.

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from .consumers import ChatConsumer, UnknownRouteConsumer
+from conversations.sockets.consumers import ChatConsumer, UnknownRouteConsumer
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi(), name="ws_chat"),

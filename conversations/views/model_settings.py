@@ -7,8 +7,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from . import providers, settings_forms
-from .models import Conversation
+from conversations import forms
+from conversations.llm import catalogue
+from conversations.models import Conversation
 
 SETTINGS_TEMPLATE = "conversations/settings.html"
 
@@ -22,7 +23,7 @@ def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID)
 def conversation_settings(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """Save the settings; the next reply uses them. htmx gets the panel back, open."""
     conversation = _get_conversation_for_user(request, conversation_id)
-    form = settings_forms.form_for(conversation.metadata, request.POST)
+    form = forms.form_for(conversation.metadata, request.POST)
     saved = form.is_valid()
     if saved:
         conversation.metadata.update(form.as_metadata())
@@ -34,7 +35,7 @@ def conversation_settings(request: HttpRequest, conversation_id: uuid.UUID) -> H
         "settings_form": form,
         "saved": saved,
         "open": True,
-        "chat_model": providers.for_conversation(conversation.metadata),
+        "chat_model": catalogue.for_conversation(conversation.metadata),
     }
     return render(request, f"{SETTINGS_TEMPLATE}#conversation-settings", context)
 
@@ -43,8 +44,8 @@ def settings_for_new_conversation(request: HttpRequest) -> tuple[dict, list[str]
     """The settings a conversation started by this request gets, and what is wrong with them:
     those chosen on the new-chat page, or the user's defaults when none were sent."""
     if "model" not in request.POST:
-        return settings_forms.defaults_for(request.user), []
-    form = settings_forms.form_for(settings_forms.defaults_for(request.user), request.POST)
+        return forms.defaults_for(request.user), []
+    form = forms.form_for(forms.defaults_for(request.user), request.POST)
     if not form.is_valid():
         return {}, [
             f"{form[name].label}: {error}"

@@ -9,7 +9,7 @@ SQLite every transaction begins with the database's write lock (`transaction_mod
 in chatsite/settings.py), which orders them the same way.
 
 A reservation is an estimate: the tokens of what the model is sent (the context-window fit's
-count, conversations/context.py) plus CHAT_REPLY_RESERVE_TOKENS for the reply. `settle` replaces
+count, conversations/llm/context.py) plus CHAT_REPLY_RESERVE_TOKENS for the reply. `settle` replaces
 it when the reply ends, however it ends: with the provider's figures when they came, otherwise
 with an estimate from the text that arrived. The stale-reply sweeper settles the replies of a
 process that died (`settle_ended`).
@@ -34,8 +34,9 @@ from django.db.models import F, Q
 from django.utils import formats, timezone
 from django.utils.timesince import timeuntil
 
-from . import context, providers, usage
-from .models import Message, UsageEntry, stale_streaming_cutoff
+from conversations import usage
+from conversations.llm import context, providers
+from conversations.models import Message, UsageEntry, stale_streaming_cutoff
 
 
 class UserLimitReached(Exception):

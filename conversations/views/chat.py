@@ -1,7 +1,6 @@
 import uuid
 
 from asgiref.sync import sync_to_async
-from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -9,29 +8,15 @@ from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, re
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import errors, generation, providers, search, settings_forms, sidebar
-from .models import Conversation, Message, current_messages
-from .quota import UserLimitReached
-from .settings_views import settings_for_new_conversation
+from conversations import errors, forms, search, sidebar
+from conversations.llm import catalogue
+from conversations.models import Conversation, Message, current_messages
+from conversations.replies import generate, running, stop, sweeper, turns
+from conversations.replies.quota import UserLimitReached
+from conversations.views.model_settings import settings_for_new_conversation
 
 CHAT_TEMPLATE = "conversations/chat.html"
 BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
-
-
-class MessageForm(forms.Form):
-    text = forms.CharField(
-        strip=True,
-        error_messages={"required": "Write a message first."},
-    )
-
-    def clean_text(self) -> str:
-        text = self.cleaned_data["text"]
-        limit = settings.CHAT_MAX_MESSAGE_CHARS
-        if len(text) > limit:
-            raise forms.ValidationError(
-                f"This message is {len(text):,} characters long; the limit is {limit:,}."
-            )
-        return text
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
@@ -50,17 +35,17 @@ def _chat_context(
         "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else "",
         "busy": any(m.is_streaming for m in messages),
-        "form": MessageForm(),
+        "form": forms.MessageForm(),
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         **_settings_context(request, conversation),
     }
 
 
 def _settings_context(request: HttpRequest, conversation: Conversation | None) -> dict:
-    metadata = conversation.metadata if conversation else settings_forms.defaults_for(request.user)
+    metadata = conversation.metadata if conversation else forms.defaults_for(request.user)
     return {
-        "settings_form": settings_forms.form_for(metadata),
-        "chat_model": providers.for_conversation(metadata),
+        "settings_form": forms.form_for(metadata),
+        "chat_model": catalogue.for_conversation(metadata),
     }
 
 
@@ -73,7 +58,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     conversation = _get_conversation_for_user(request, conversation_id)
-    generation.mark_stale_replies_interrupted(conversation.pk)
+    sweeper.mark_stale_replies_interrupted(conversation.pk)
     # A search result links to `?message=<id>`: the page then reaches back to that message.
     limit = search.messages_to_show(conversation, request.GET.get("message"))
     return render(request, CHAT_TEMPLATE, _chat_context(request, conversation, limit=limit))
@@ -93,7 +78,7 @@ def earlier_messages(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRe
     return render(request, f"{CHAT_TEMPLATE}#message-run", context)
 
 
-def _composer(request: HttpRequest, conversation: Conversation | None, form: MessageForm):
+def _composer(request: HttpRequest, conversation: Conversation | None, form: forms.MessageForm):
     """The composer again, with the form's errors or emptied after a send: the field alone for
     htmx, the whole page otherwise."""
     if not request.htmx:
@@ -104,17 +89,17 @@ def _composer(request: HttpRequest, conversation: Conversation | None, form: Mes
 
 
 async def _send(
-    request: HttpRequest, conversation: Conversation, form: MessageForm, *, is_new: bool
+    request: HttpRequest, conversation: Conversation, form: forms.MessageForm, *, is_new: bool
 ) -> HttpResponse:
     try:
-        await generation.begin(conversation, form.cleaned_data["text"])
-    except generation.ReplyInProgress:
+        await generate.begin(conversation, form.cleaned_data["text"])
+    except turns.ReplyInProgress:
         form.add_error(None, BUSY_MESSAGE)
         return await sync_to_async(_composer)(request, conversation, form)
-    except (UserLimitReached, generation.ProcessBusy) as refusal:
+    except (UserLimitReached, running.ProcessBusy) as refusal:
         if is_new:
             await conversation.adelete()  # it never got its first message
-        if isinstance(refusal, generation.ProcessBusy):
+        if isinstance(refusal, running.ProcessBusy):
             # Another reply took the last place since the check before the view: the same
             # answer as that check's.
             return errors.overloaded(request, refusal.message, refusal.retry_after)
@@ -124,7 +109,7 @@ async def _send(
         if request.htmx:
             return HttpResponseClientRedirect(conversation.get_absolute_url())
         return redirect(conversation)
-    return await sync_to_async(_composer)(request, conversation, MessageForm())
+    return await sync_to_async(_composer)(request, conversation, forms.MessageForm())
 
 
 @errors.refused_when_busy
@@ -132,7 +117,7 @@ async def _send(
 @require_POST
 async def start_conversation(request: HttpRequest) -> HttpResponse:
     """Create a conversation from its first message and start the reply."""
-    form = MessageForm(request.POST)
+    form = forms.MessageForm(request.POST)
     if not form.is_valid():
         return await sync_to_async(_composer)(request, None, form)
     user = await request.auser()
@@ -158,12 +143,12 @@ async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> 
     user = await request.auser()
     conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
     try:
-        await generation.regenerate(conversation)
-    except generation.ReplyInProgress:
+        await generate.regenerate(conversation)
+    except turns.ReplyInProgress:
         return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
-    except generation.NothingToRegenerate:
+    except turns.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
-    except (UserLimitReached, generation.ProcessBusy) as refusal:
+    except (UserLimitReached, running.ProcessBusy) as refusal:
         return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
@@ -199,15 +184,15 @@ async def edit_message(
     message = await aget_object_or_404(
         conversation.messages, pk=message_id, role=Message.Role.USER, superseded_by__isnull=True
     )
-    form = MessageForm(request.POST if request.method == "POST" else None)
+    form = forms.MessageForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
-            await generation.begin(conversation, form.cleaned_data["text"], replacing=message.pk)
-        except generation.ReplyInProgress:
+            await generate.begin(conversation, form.cleaned_data["text"], replacing=message.pk)
+        except turns.ReplyInProgress:
             form.add_error(None, BUSY_MESSAGE)
-        except generation.NothingToRegenerate:
+        except turns.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
-        except (UserLimitReached, generation.ProcessBusy) as refusal:
+        except (UserLimitReached, running.ProcessBusy) as refusal:
             form.add_error(None, refusal.message)
         else:
             if request.htmx:
@@ -230,7 +215,7 @@ async def edit_message(
 async def send_message(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     user = await request.auser()
     conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
-    form = MessageForm(request.POST)
+    form = forms.MessageForm(request.POST)
     if not form.is_valid():
         return await sync_to_async(_composer)(request, conversation, form)
     return await _send(request, conversation, form, is_new=False)
@@ -248,7 +233,7 @@ async def stop_reply(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRe
         .afirst()
     )
     if reply:
-        await generation.request_stop(reply.pk)
+        await stop.request_stop(reply.pk)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(conversation)

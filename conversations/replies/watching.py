@@ -3,7 +3,7 @@ server-sent events.
 
 A watcher (`Follower`) shows some replies and knows how many characters of each it has shown.
 It follows a streaming reply from that offset: the generator, in this process or another
-(conversations/events.py), sends the text from there on in deltas that each carry the offset of
+(replies/events.py), sends the text from there on in deltas that each carry the offset of
 their first character. `fresh_text()` keeps the watcher exact: text it already has is trimmed,
 and a delta that starts past its offset (a batch lost on the way) makes it ask again from the
 offset, instead of leaving a hole. The database has the last word on whether a reply is still
@@ -16,11 +16,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import events, generation
-from .db import unit_of_work
-from .models import Message
+from conversations.db import unit_of_work
+from conversations.models import Message
+from conversations.replies import events, running, sweeper
 
 
 def reconcile_seconds() -> float:
@@ -68,24 +69,24 @@ class Follower:
         if self.offsets.pop(reply_id, None) is None:
             return
         self.asked.pop(reply_id, None)
-        generation.unfollow_here(uuid.UUID(reply_id), self.inbox)
+        running.unfollow_here(uuid.UUID(reply_id), self.inbox)
         if reply_id in self._elsewhere:
             self._elsewhere.discard(reply_id)
-            await generation.request_unfollow(uuid.UUID(reply_id), self.channel)
+            await request_unfollow(uuid.UUID(reply_id), self.channel)
 
     async def close(self) -> None:
         for reply_id in list(self.offsets):
             await self.forget(reply_id)
 
     async def _ask(self, reply_id: str, offset: int) -> bool:
-        if generation.follow_here(uuid.UUID(reply_id), self.inbox, offset):
+        if running.follow_here(uuid.UUID(reply_id), self.inbox, offset):
             return True
         if not self.channel:
             return False
         # Answered by a delta from `offset`, even an empty one.
         self.asked[reply_id] = time.monotonic()
         self._elsewhere.add(reply_id)
-        await generation.request_follow(uuid.UUID(reply_id), self.channel, offset)
+        await request_follow(uuid.UUID(reply_id), self.channel, offset)
         return True
 
     async def fresh_text(self, event: dict) -> str:
@@ -114,7 +115,7 @@ class Follower:
         return [
             reply_id
             for reply_id in self.offsets
-            if not generation.is_running_here(uuid.UUID(reply_id))
+            if not running.is_running_here(uuid.UUID(reply_id))
         ]
 
     async def ask_again_if_unanswered(self) -> None:
@@ -144,7 +145,7 @@ def stored_if_finished(reply_id: uuid.UUID) -> Message | None:
     if reply is None:
         raise ReplyGone
     if reply.is_streaming:
-        generation.mark_stale_replies_interrupted(reply.conversation_id)
+        sweeper.mark_stale_replies_interrupted(reply.conversation_id)
         reply.refresh_from_db()
     return None if reply.is_streaming else reply
 
@@ -187,7 +188,7 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                 last_reconciled = now
                 # The generator says it is done, or it is not here and has been quiet: the
                 # database decides. A generator here cannot end without saying so.
-                if event is not None or not generation.is_running_here(reply_id):
+                if event is not None or not running.is_running_here(reply_id):
                     finished = await stored_if_finished(reply_id)
             if finished is not None:
                 shown = follower.offsets.get(key, 0)
@@ -203,3 +204,19 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                 yield "keep-alive", None
     finally:
         await follower.close()
+
+
+async def request_follow(message_id: uuid.UUID, reply_channel: str, offset: int) -> None:
+    """Ask the generation, in whichever process, to send `reply_channel` its text from
+    `offset` on, then each batch. Asked again, it answers again from the offset given."""
+    await get_channel_layer().group_send(
+        events.generation_group(message_id),
+        {"type": events.GENERATION_FOLLOW, "reply_channel": reply_channel, "offset": offset},
+    )
+
+
+async def request_unfollow(message_id: uuid.UUID, reply_channel: str) -> None:
+    await get_channel_layer().group_send(
+        events.generation_group(message_id),
+        {"type": events.GENERATION_UNFOLLOW, "reply_channel": reply_channel},
+    )

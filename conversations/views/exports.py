@@ -21,7 +21,7 @@ from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
-from .models import Conversation, Message, ShareLink
+from conversations.models import Conversation, Message, ShareLink
 
 EXPORT_FORMAT = "chatsite-export"
 EXPORT_VERSION = 1

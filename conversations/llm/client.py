@@ -13,8 +13,8 @@ import httpx2
 import openai
 from django.conf import settings
 
-from . import providers
-from .offline import OFFLINE_MODEL, OfflineTransport
+from conversations.llm import providers
+from conversations.llm.offline import OFFLINE_MODEL, OfflineTransport
 
 
 @dataclass(frozen=True)

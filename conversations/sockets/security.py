@@ -31,8 +31,8 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils.http import is_same_domain
 
-from . import events
-from .db import unit_of_work
+from conversations.db import unit_of_work
+from conversations.replies import events
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from .generation import reply_streaming
-from .models import Conversation, ShareLink
+from conversations.models import Conversation, ShareLink
+from conversations.replies.sweeper import reply_streaming
 
 PANEL_TEMPLATE = "conversations/rich/share_panel.html"
 REPLY_IN_PROGRESS = (

@@ -4,7 +4,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from . import quota, usage
+from conversations import usage
+from conversations.replies import quota
 
 
 @login_required

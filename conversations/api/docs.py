@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from .api_schema import schema
+from conversations.api.schema import schema
 
 METHODS = ["get", "post", "patch", "put", "delete"]
 SAMPLE_ID = "0b5c2c1e-7a4d-4f53-9c36-2f1d8e6a9b10"

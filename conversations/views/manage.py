@@ -6,7 +6,6 @@ import uuid
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
-from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
@@ -17,27 +16,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import events, fragments, generation, search, sidebar
-from .models import TITLE_MAX_LENGTH, Conversation, Message
+from conversations import forms, fragments, search, sidebar
+from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
+from conversations.replies import announce, events, stop
 
 MANAGE_TEMPLATE = "conversations/manage.html"
 ARCHIVE_PAGE_SIZE = 25
 PLACES = ("header", "sidebar")
-
-
-class RenameForm(forms.Form):
-    title = forms.CharField(
-        strip=True,
-        error_messages={"required": "Give the conversation a name."},
-    )
-
-    def clean_title(self) -> str:
-        title = " ".join(self.cleaned_data["title"].split())
-        if len(title) > TITLE_MAX_LENGTH:
-            raise forms.ValidationError(
-                f"A name is at most {TITLE_MAX_LENGTH} characters long; this one has {len(title)}."
-            )
-        return title
 
 
 def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
@@ -61,7 +46,7 @@ def _announce(conversation: Conversation, *, title_changed: bool = False) -> Non
     """Tell every open page of the owner: a new sidebar, and maybe the open chat's title.
 
     The sidebar is rendered here, on the request's thread and connection, as
-    generation.announce_sidebar_change() would do on a thread of its own."""
+    announce.sidebar_changed() would do on a thread of its own."""
     group_send = async_to_sync(get_channel_layer().group_send)
     html = fragments.conversation_list(conversation.owner_id)
     group_send(
@@ -103,9 +88,9 @@ def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
         return HttpResponseNotAllowed(["GET", "POST"])
     place = _place(request)
     if request.method == "GET":
-        form = RenameForm(initial={"title": conversation.title})
+        form = forms.RenameForm(initial={"title": conversation.title})
     else:
-        form = RenameForm(request.POST)
+        form = forms.RenameForm(request.POST)
         if form.is_valid():
             conversation.title = form.cleaned_data["title"]
             conversation.metadata["title_source"] = "user"
@@ -164,7 +149,7 @@ async def _stop_streaming_replies(conversation: Conversation) -> None:
     async for reply_id in Message.objects.filter(
         conversation=conversation, status=Message.Status.STREAMING
     ).values_list("pk", flat=True):
-        await generation.request_stop(reply_id)
+        await stop.request_stop(reply_id)
 
 
 @login_required
@@ -184,7 +169,7 @@ async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) 
     await _stop_streaming_replies(conversation)
     its_page = conversation.get_absolute_url()
     await conversation.adelete()
-    await generation.announce_sidebar_change(user.pk)
+    await announce.sidebar_changed(user.pk)
     home = reverse("home")
     if request.htmx:
         if (request.htmx.current_url_abs_path or "").split("?")[0] == its_page:

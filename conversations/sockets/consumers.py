@@ -1,16 +1,16 @@
 """The websocket every chat page keeps open.
 
 It is a watcher only: sending, stopping and every other change go through CSRF-protected POSTs.
-It forwards events (conversations/events.py) to the page as HTML fragments that the htmx ws
+It forwards events (conversations/replies/events.py) to the page as HTML fragments that the htmx ws
 extension swaps in:
 - the user's events: the conversation list changed, on every open page;
 - on a conversation page, the conversation's events: a new turn, a rewritten end, a finished
   reply, a new title;
-- the text of the streaming reply the page shows, which it follows (conversations/watching.py):
+- the text of the streaming reply the page shows, which it follows (replies/watching.py):
   handed over directly by a generator in this process, through its channel from another.
 
-It lives only as long as its sign-in (conversations/socket_security.py), and a user holds at
-most CHAT_MAX_SOCKETS_PER_USER at once (conversations/socket_slots.py).
+It lives only as long as its sign-in (conversations/sockets/security.py), and a user holds at
+most CHAT_MAX_SOCKETS_PER_USER at once (conversations/sockets/slots.py).
 """
 
 import asyncio
@@ -24,10 +24,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from . import errors, events, generation, rendering, socket_security, watching
-from .db import unit_of_work
-from .models import Conversation, Message, current_messages
-from .socket_slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
+from conversations import errors, rendering
+from conversations.db import unit_of_work
+from conversations.models import Conversation, Message, current_messages
+from conversations.replies import events, sweeper, watching
+from conversations.sockets import security
+from conversations.sockets.slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
 
 
 @unit_of_work
@@ -37,7 +39,7 @@ def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None
 
 @unit_of_work
 def _latest_message(conversation_id: uuid.UUID) -> Message | None:
-    generation.mark_stale_replies_interrupted(conversation_id)
+    sweeper.mark_stale_replies_interrupted(conversation_id)
     return (
         Message.objects.filter(conversation_id=conversation_id, superseded_by__isnull=True)
         .order_by("-created_at")
@@ -143,7 +145,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             asyncio.create_task(self._recheck_forever()),
         )
         if self.conversation:
-            generation.ensure_sweeper()
+            sweeper.ensure_sweeper()
             await self._catch_up()
 
     async def _refuse_one_too_many(self) -> None:
@@ -243,7 +245,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(settings.CHAT_SOCKET_RECHECK_SECONDS)
             try:
-                signed_in = await socket_security.still_signed_in(user_id, self.session_key)
+                signed_in = await security.still_signed_in(user_id, self.session_key)
                 await self.slot.keep()
             except Exception as error:
                 if not errors.is_overload(error):

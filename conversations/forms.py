@@ -1,17 +1,51 @@
-"""The settings of a conversation (model, system prompt, temperature) and where they start from."""
+"""The forms that check what a person sends: a message, a conversation's name, and the settings
+of a conversation (model, system prompt, temperature) and where they start from. The pages and
+the API check with the same forms."""
 
 from django import forms
 from django.conf import settings
 
-from . import providers
+from conversations.llm import catalogue, providers
+from conversations.models import TITLE_MAX_LENGTH
 
 SYSTEM_PROMPT_MAX_CHARS = 20_000
+
+
+class MessageForm(forms.Form):
+    text = forms.CharField(
+        strip=True,
+        error_messages={"required": "Write a message first."},
+    )
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"]
+        limit = settings.CHAT_MAX_MESSAGE_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                f"This message is {len(text):,} characters long; the limit is {limit:,}."
+            )
+        return text
+
+
+class RenameForm(forms.Form):
+    title = forms.CharField(
+        strip=True,
+        error_messages={"required": "Give the conversation a name."},
+    )
+
+    def clean_title(self) -> str:
+        title = " ".join(self.cleaned_data["title"].split())
+        if len(title) > TITLE_MAX_LENGTH:
+            raise forms.ValidationError(
+                f"A name is at most {TITLE_MAX_LENGTH} characters long; this one has {len(title)}."
+            )
+        return title
 
 
 class ModelChoiceField(forms.ChoiceField):
     """A model picker: options grouped by provider, each value looked up, never parsed."""
 
-    def __init__(self, *, groups: list[providers.ModelGroup], blank: str = "", **kwargs) -> None:
+    def __init__(self, *, groups: list[catalogue.ModelGroup], blank: str = "", **kwargs) -> None:
         self.by_value = {choice.value: choice for group in groups for choice in group.choices}
         choices: list = [("", blank)] if blank else []
         choices += [
@@ -49,7 +83,7 @@ def system_prompt_field() -> forms.CharField:
 class ConversationSettingsForm(forms.Form):
     def __init__(self, *args, current: providers.ModelChoice | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.groups = providers.model_groups(keep=current)
+        self.groups = catalogue.model_groups(keep=current)
         self.fields["model"] = ModelChoiceField(
             groups=self.groups, label="Model", error_messages={"required": "Choose a model."}
         )
@@ -71,9 +105,9 @@ class ConversationSettingsForm(forms.Form):
 def defaults_for(user) -> dict:
     """The settings a new conversation of this user starts with: their defaults, else the
     site's. A default model whose provider is gone gives way to the site's default."""
-    chosen = providers.default_choice()
+    chosen = catalogue.default_choice()
     if user.default_model and providers.get(user.default_provider) is not None:
-        chosen = providers.resolve(user.default_provider, user.default_model)
+        chosen = catalogue.resolve(user.default_provider, user.default_model)
     return {
         "provider": chosen.provider.slug,
         "model": chosen.model,
@@ -84,7 +118,7 @@ def defaults_for(user) -> dict:
 
 def form_for(metadata: dict, data=None) -> ConversationSettingsForm:
     """The settings form showing `metadata` (a conversation's, or a new one's defaults)."""
-    current = providers.for_conversation(metadata)
+    current = catalogue.for_conversation(metadata)
     initial = {
         "model": current.value,
         "system_prompt": metadata.get("system_prompt", ""),

@@ -14,7 +14,7 @@ Reply text is not sent to a group. A watcher follows a streaming reply: in the g
 process it is handed each batch directly; in another process the generator sends the batches
 to the watcher's own channel (FOLLOW, with the offset the watcher has). Every delta carries the
 offset of its first character, so a watcher trims repeats and asks again from its offset when
-it sees a gap (conversations/watching.py).
+it sees a gap (conversations/replies/watching.py).
 """
 
 import hashlib

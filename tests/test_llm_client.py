@@ -6,31 +6,32 @@ import socket
 import pytest
 from django.urls import reverse
 
-from conversations import generation, provider
+from conversations.llm import client
 from conversations.models import Message
 from tests.fake_openai import Reply, estimate_prompt_tokens, usage_dict
+from tests.support.replies import wait_for_reply
 
 QUESTION = [{"role": "user", "content": "Where should I go in May?"}]
 CHUNKS = ["Lisbon", " is", " lovely", " in", " May."]
 HTMX = {"HX-Request": "true"}
 
 
-async def collect(model: str = "gpt-4o-mini") -> tuple[str, provider.ReplyEnd | None]:
+async def collect(model: str = "gpt-4o-mini") -> tuple[str, client.ReplyEnd | None]:
     """Everything stream_reply yields: the text, and its end record."""
     text, end = "", None
-    async for item in provider.stream_reply(QUESTION, model=model):
-        if isinstance(item, provider.ReplyEnd):
+    async for item in client.stream_reply(QUESTION, model=model):
+        if isinstance(item, client.ReplyEnd):
             end = item
         else:
             text += item
     return text, end
 
 
-async def collect_until_failure() -> tuple[str, provider.ProviderError]:
+async def collect_until_failure() -> tuple[str, client.ProviderError]:
     """The text stream_reply yielded before it raised, and what it raised."""
     text = ""
-    with pytest.raises(provider.ProviderError) as raised:
-        async for item in provider.stream_reply(QUESTION, model="gpt-4o-mini"):
+    with pytest.raises(client.ProviderError) as raised:
+        async for item in client.stream_reply(QUESTION, model="gpt-4o-mini"):
             assert isinstance(item, str), "a failed reply must not end with a ReplyEnd"
             text += item
     return text, raised.value
@@ -108,7 +109,7 @@ class TestStreamReply:
 
         [request] = fake_openai.requests
         assert text == "".join(CHUNKS)
-        assert end == provider.ReplyEnd(
+        assert end == client.ReplyEnd(
             model="gpt-4o-mini-2024-07-18",
             finish_reason="stop",
             usage=usage_dict(estimate_prompt_tokens(QUESTION), len(CHUNKS)),
@@ -192,7 +193,7 @@ class TestFailedReplies:
         )
         assert response.status_code == 200
         reply = await conversation.messages.filter(role="assistant").alatest("created_at")
-        await generation.wait_for(reply.pk)
+        await wait_for_reply(reply.pk)
         await reply.arefresh_from_db()
         return reply
 
@@ -249,7 +250,7 @@ class TestFailedReplies:
             yield "Lisbon"
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(provider, "stream_reply", broken_stream)
+        monkeypatch.setattr(client, "stream_reply", broken_stream)
 
         failed = await self.send(alice_async_client, conversation, "Tell me about Lisbon")
 
@@ -267,7 +268,7 @@ async def test_a_process_opens_at_most_openai_max_connections_at_once(limit, fak
         Reply(chunks=["first", " reply"], stall_after=1, stall_seconds=1.0),
         Reply(text="second reply"),
     )
-    first_stream = provider.stream_reply(QUESTION, model="gpt-4o-mini")
+    first_stream = client.stream_reply(QUESTION, model="gpt-4o-mini")
     assert await anext(first_stream) == "first"  # the first reply now holds a connection
 
     second = asyncio.create_task(collect())

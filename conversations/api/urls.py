@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
-from . import api, api_docs
+from conversations.api import docs as api_docs
+from conversations.api import views as api
 
 urlpatterns = [
     path("v1/conversations", api.conversations, name="api_conversations"),
