@@ -7,6 +7,6 @@
 - offline.py: the built-in offline model, an OpenAI-compatible endpoint inside the process.
 - context.py: fitting a conversation into a model's context window.
 
-Nothing here imports the rest of the app but its models' settings: replies/ calls in, never the
-other way round.
+Nothing here imports the rest of the app: replies/ and the views call in, never the other way
+round.
 """
