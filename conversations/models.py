@@ -63,10 +63,6 @@ class Conversation(models.Model):
     def system_prompt(self) -> str:
         return self.metadata.get("system_prompt") or settings.CHAT_SYSTEM_PROMPT
 
-    @property
-    def model_name(self) -> str:
-        return self.metadata.get("model") or settings.CHAT_DEFAULT_MODEL
-
 
 class Message(models.Model):
     class Role(models.TextChoices):
@@ -123,10 +119,6 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
     @property
-    def dom_id(self) -> str:
-        return f"message-{self.id}"
-
-    @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
 
@@ -141,9 +133,6 @@ class Message(models.Model):
 
 def stale_streaming_cutoff():
     return timezone.now() - timedelta(seconds=settings.CHAT_STALE_SECONDS)
-
-
-SIDEBAR_LIMIT = 50
 
 
 class MessagePage(list):
@@ -172,15 +161,6 @@ def current_messages(
     for message in page:
         message.versions = earlier.get(message.pk, [])
     return page
-
-
-def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conversation]:
-    """The owner's conversations, most recently active first, for the sidebar."""
-    return list(
-        Conversation.objects.filter(owner_id=owner_id)
-        .only("id", "title", "updated_at")
-        .order_by("-updated_at")[:limit]
-    )
 
 
 def new_share_token() -> str:

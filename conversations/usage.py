@@ -96,11 +96,6 @@ def tokens_on(user_id: int, day: date) -> tuple[int, int]:
     return sums["spent"], sums["reserved"]
 
 
-def tokens_used_on(user_id: int, day: date) -> int:
-    """Total tokens of the user's settled replies on `day`: one query."""
-    return tokens_on(user_id, day)[0]
-
-
 @dataclass
 class UsageReport:
     """A user's tokens per day and per model over the last `len(days)` days, oldest first."""
