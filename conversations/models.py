@@ -7,8 +7,6 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations.rendering import render_markdown_cached
-
 TITLE_MAX_LENGTH = 200
 
 
@@ -229,8 +227,8 @@ class ShareLink(models.Model):
         return self.title or "New chat"
 
     def messages(self) -> list[Message]:
-        """The copied messages, rendered, as (unsaved) Messages a template can show."""
-        shown = [
+        """The copied messages as (unsaved) Messages, for a template to show."""
+        return [
             Message(
                 id=uuid.UUID(entry["id"]),
                 conversation_id=self.conversation_id,
@@ -240,8 +238,6 @@ class ShareLink(models.Model):
             )
             for entry in self.snapshot
         ]
-        render_markdown_cached(shown)
-        return shown
 
 
 class UsageEntry(models.Model):
