@@ -19,7 +19,7 @@ from conversations.models import Conversation, ShareLink
 from conversations.rendering import render_markdown_cached
 from conversations.replies.sweeper import reply_streaming
 
-PANEL_TEMPLATE = "conversations/rich/share_panel.html"
+PANEL_TEMPLATE = "conversations/share_panel.html"
 REPLY_IN_PROGRESS = (
     "A reply is still being written. Create the link once it has finished: a link shows "
     "finished replies only."
