@@ -7,8 +7,6 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations.rendering import render_markdown_cached
-
 TITLE_MAX_LENGTH = 200
 
 
@@ -62,10 +60,6 @@ class Conversation(models.Model):
     @property
     def system_prompt(self) -> str:
         return self.metadata.get("system_prompt") or settings.CHAT_SYSTEM_PROMPT
-
-    @property
-    def model_name(self) -> str:
-        return self.metadata.get("model") or settings.CHAT_DEFAULT_MODEL
 
 
 class Message(models.Model):
@@ -123,10 +117,6 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
     @property
-    def dom_id(self) -> str:
-        return f"message-{self.id}"
-
-    @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
 
@@ -141,9 +131,6 @@ class Message(models.Model):
 
 def stale_streaming_cutoff():
     return timezone.now() - timedelta(seconds=settings.CHAT_STALE_SECONDS)
-
-
-SIDEBAR_LIMIT = 50
 
 
 class MessagePage(list):
@@ -172,15 +159,6 @@ def current_messages(
     for message in page:
         message.versions = earlier.get(message.pk, [])
     return page
-
-
-def recent_conversations(owner_id: int, limit: int = SIDEBAR_LIMIT) -> list[Conversation]:
-    """The owner's conversations, most recently active first, for the sidebar."""
-    return list(
-        Conversation.objects.filter(owner_id=owner_id)
-        .only("id", "title", "updated_at")
-        .order_by("-updated_at")[:limit]
-    )
 
 
 def new_share_token() -> str:
@@ -249,8 +227,8 @@ class ShareLink(models.Model):
         return self.title or "New chat"
 
     def messages(self) -> list[Message]:
-        """The copied messages, rendered, as (unsaved) Messages a template can show."""
-        shown = [
+        """The copied messages as (unsaved) Messages, for a template to show."""
+        return [
             Message(
                 id=uuid.UUID(entry["id"]),
                 conversation_id=self.conversation_id,
@@ -260,8 +238,6 @@ class ShareLink(models.Model):
             )
             for entry in self.snapshot
         ]
-        render_markdown_cached(shown)
-        return shown
 
 
 class UsageEntry(models.Model):

@@ -164,8 +164,8 @@ def render_markdown_cached(messages) -> None:
 MESSAGE_TEMPLATE = "conversations/chat.html#message"
 MESSAGE_TEMPLATE_FILES = (
     "conversations/chat.html",
-    "conversations/rich/copy_message.html",
-    "conversations/rich/message_details.html",
+    "conversations/copy_message.html",
+    "conversations/message_details.html",
 )
 
 

@@ -15,6 +15,7 @@ from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
 from tests.conftest import PASSWORD
 from tests.ledger import paid_reply
+from tests.support.usage import tokens_used_on
 
 MODEL_A = "gpt-4o-mini"
 MODEL_B = "llama3.2"
@@ -136,7 +137,7 @@ class TestUsageReport:
 
         assert report.by_day[today - timedelta(days=1)].total_tokens == tokens([late])
         assert report.today.total_tokens == tokens([early])
-        assert usage.tokens_used_on(alice.pk, today) == tokens([early])
+        assert tokens_used_on(alice.pk, today) == tokens([early])
 
     def test_the_number_of_queries_does_not_grow_with_the_replies(
         self, alice: User, alice_client: Client, make_conversation

@@ -25,6 +25,7 @@ from conversations.replies import quota, stop, sweeper
 from tests.fake_openai import Reply
 from tests.ledger import paid_reply
 from tests.support.replies import wait_for_reply
+from tests.support.usage import tokens_used_on
 
 HTMX = {"HX-Request": "true"}
 WORDS = [f" word{n}" for n in range(12)]
@@ -74,9 +75,7 @@ class TestEveryReplyIsCounted:
         assert entry.user_id == alice.pk
         assert entry.total_tokens == reply.usage["total_tokens"] > 0
         assert entry.prompt_tokens == reply.usage["prompt_tokens"]
-        assert await sync_to_async(usage.tokens_used_on)(alice.pk, usage.today()) == (
-            entry.total_tokens
-        )
+        assert await sync_to_async(tokens_used_on)(alice.pk, usage.today()) == entry.total_tokens
 
     async def test_deleting_the_conversation_gives_none_of_its_tokens_back(
         self, alice: User, alice_async_client: AsyncClient, conversation, make_conversation,
@@ -124,7 +123,7 @@ class TestEveryReplyIsCounted:
         assert entry.prompt_tokens == reserved.prompt_tokens > 0
         assert entry.completion_tokens == context.estimate_tokens(arrived)
         assert entry.total_tokens == entry.prompt_tokens + entry.completion_tokens
-        spent = await sync_to_async(usage.tokens_used_on)(alice.pk, usage.today())
+        spent = await sync_to_async(tokens_used_on)(alice.pk, usage.today())
         assert spent == entry.total_tokens
 
     async def test_a_reply_that_broke_off_counts_the_text_that_arrived(
@@ -321,4 +320,4 @@ def test_the_migration_carries_the_usage_history_into_the_ledger(alice: User, co
     assert (copied.state, copied.source) == (UsageEntry.State.SETTLED, UsageEntry.Source.REPORTED)
     assert (entries[unreported.pk].total_tokens, entries[unreported.pk].model) == (0, "llama3.2")
     assert entries[streaming.pk].state == UsageEntry.State.RESERVED
-    assert usage.tokens_used_on(alice.pk, usage.today()) == 100
+    assert tokens_used_on(alice.pk, usage.today()) == 100

@@ -21,6 +21,7 @@ from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.live import Daphne, server_env
+from tests.support.usage import tokens_used_on
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +84,7 @@ def test_eight_sends_at_once_overrun_the_quota_by_one_reservation_at_most(
     assert [entry.state for entry in entries] == [UsageEntry.State.SETTLED]
     [entry] = entries
     assert entry.total_tokens == admitted[0].json()["reply"]["usage"]["total_tokens"]
-    spent = usage.tokens_used_on(alice.pk, usage.today())
+    spent = tokens_used_on(alice.pk, usage.today())
     reservation = entry.prompt_tokens + 1024  # CHAT_REPLY_RESERVE_TOKENS
     assert spent <= daily_quota + reservation
     # Nothing was stored for the refused sends: one question, one reply.

@@ -23,13 +23,13 @@ from functools import wraps
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from accounts.models import ApiToken, User
 from conversations import forms
 from conversations.db import release_connection
 from conversations.errors import SERVER_ERROR_MESSAGE, api_error, api_failure, refused_when_busy
@@ -64,6 +64,7 @@ CUT_MESSAGE = (
 )
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
+User = get_user_model()
 
 
 class ApiError(Exception):
@@ -105,7 +106,8 @@ def _authenticate(request: HttpRequest) -> User | JsonResponse:
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, key = header.partition(" ")
-        user = ApiToken.user_for_key(key.strip()) if scheme.lower() == "bearer" else None
+        is_bearer = scheme.lower() == "bearer"
+        user = authenticate(request, api_token=key.strip()) if is_bearer else None
         if user is None:
             return _unauthorized("The API token is missing, unknown or revoked.")
         return user

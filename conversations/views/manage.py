@@ -20,7 +20,7 @@ from conversations import forms, fragments, search, sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from conversations.replies import announce, events, stop
 
-MANAGE_TEMPLATE = "conversations/manage.html"
+SIDEBAR_TEMPLATE = "conversations/sidebar.html"
 ARCHIVE_PAGE_SIZE = 25
 PLACES = ("header", "sidebar")
 
@@ -64,9 +64,9 @@ def _sidebar_response(request: HttpRequest) -> HttpResponse:
 
 def _label(request: HttpRequest, conversation: Conversation, place: str) -> HttpResponse:
     if place == "sidebar":
-        return render(request, f"{MANAGE_TEMPLATE}#sidebar-item", {"item": conversation})
+        return render(request, f"{SIDEBAR_TEMPLATE}#sidebar-item", {"item": conversation})
     return render(
-        request, f"{MANAGE_TEMPLATE}#conversation-heading", {"conversation": conversation}
+        request, "conversations/chat.html#conversation-heading", {"conversation": conversation}
     )
 
 
@@ -107,7 +107,7 @@ def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     }
     if not request.htmx:
         return render(request, "conversations/rename.html", context)
-    return render(request, f"{MANAGE_TEMPLATE}#rename-form", context)
+    return render(request, "conversations/rename.html#rename-form", context)
 
 
 def _set_state(request: HttpRequest, conversation_id: uuid.UUID, **changes) -> HttpResponse:
@@ -163,7 +163,9 @@ async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) 
     context = {"conversation": conversation, "next": _next_url(request, "")}
     if request.method == "GET" or request.POST.get("confirm") != "yes":
         template = (
-            f"{MANAGE_TEMPLATE}#delete-dialog" if request.htmx else "conversations/delete.html"
+            "conversations/delete.html#delete-dialog"
+            if request.htmx
+            else "conversations/delete.html"
         )
         return await sync_to_async(render)(request, template, context)
     await _stop_streaming_replies(conversation)
@@ -188,7 +190,7 @@ def conversation_list(request: HttpRequest) -> HttpResponse:
         raise Http404("No such page of conversations.") from None
     page = sidebar.sidebar_page(request.user.pk, after)
     if request.htmx:
-        return render(request, f"{MANAGE_TEMPLATE}#sidebar-items", {"sidebar": page})
+        return render(request, f"{SIDEBAR_TEMPLATE}#sidebar-items", {"sidebar": page})
     return render(request, "conversations/list.html", {"sidebar": page})
 
 

@@ -16,9 +16,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.models import Conversation, ShareLink
+from conversations.rendering import render_markdown_cached
 from conversations.replies.sweeper import reply_streaming
 
-PANEL_TEMPLATE = "conversations/rich/share_panel.html"
+PANEL_TEMPLATE = "conversations/share_panel.html"
 REPLY_IN_PROGRESS = (
     "A reply is still being written. Create the link once it has finished: a link shows "
     "finished replies only."
@@ -79,7 +80,9 @@ def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
     share = ShareLink.objects.filter(token=token, revoked_at__isnull=True).first()
     if share is None:
         raise Http404("No such link.")
-    context = {"share": share, "chat_messages": share.messages()}
+    shown = share.messages()
+    render_markdown_cached(shown)
+    context = {"share": share, "chat_messages": shown}
     response = render(request, "conversations/share.html", context)
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Referrer-Policy"] = "no-referrer"

@@ -2,7 +2,7 @@
 
 The server writes the choice into `<html data-theme="...">`, so a page never flashes in the
 wrong colours and no inline script is needed. Choosing is a form POST that goes back where it
-came from; with JavaScript (static/js/comfort.js) the page switches at once and htmx posts it.
+came from; with JavaScript (static/js/theme.js) the page switches at once and htmx posts it.
 """
 
 from django.conf import settings

@@ -6,6 +6,7 @@ from django.shortcuts import render
 
 from conversations import usage
 from conversations.replies import quota
+from conversations.views.usage_chart import chart
 
 
 @login_required
@@ -16,7 +17,7 @@ def usage_page(request: HttpRequest) -> HttpResponse:
     used_today = spent + reserved
     context = {
         "report": report,
-        "chart": usage.chart(report),
+        "chart": chart(report),
         "rows": [
             {
                 "day": day,

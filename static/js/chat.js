@@ -14,7 +14,7 @@
     return document.getElementById("composer-input");
   }
 
-  // Escape (closing the rename form, the drawer, dialogs and menus) is comfort.js's.
+  // Escape (closing the rename form, the drawer, dialogs and menus) is shortcuts.js's.
   document.addEventListener("keydown", function (event) {
     // Enter sends, Shift+Enter inserts a new line; nothing is sent while a reply streams.
     var input = event.target;
@@ -128,7 +128,7 @@
     }
   });
 
-  // The delete confirmation arrives as a <dialog>: shown modal (Escape, in comfort.js, or
+  // The delete confirmation arrives as a <dialog>: shown modal (Escape, in shortcuts.js, or
   // Cancel close it, the focus stays inside), and removed once closed or once its request
   // succeeded.
   document.addEventListener("htmx:load", function (event) {

@@ -1,6 +1,5 @@
-// Rich messages: copy buttons (a message's Markdown source, a code block's code, a share
-// link) and the Export and Share menus. Handled by delegation, so buttons that htmx or the
-// websocket swap in later work too.
+// Copy buttons: a message's Markdown source, a code block's code, a share link. Handled by
+// delegation, so buttons that htmx or the websocket swap in later work too.
 (function () {
   "use strict";
 
@@ -90,30 +89,6 @@
       function () { show(button, "Copied", "Copied to the clipboard."); },
       function () { show(button, "Copy failed", "Could not copy: select the text and copy it by hand."); }
     );
-  });
-
-  // The Export and Share menus: one open at a time; a click elsewhere closes them (Escape
-  // too: see the Escape dispatcher in comfort.js).
-  function openMenus() {
-    return document.querySelectorAll(".conversation-tools details[open]");
-  }
-  document.addEventListener("toggle", function (event) {
-    var menu = event.target;
-    if (!menu.open || !menu.closest || !menu.closest(".conversation-tools")) {
-      return;
-    }
-    openMenus().forEach(function (other) {
-      if (other !== menu) {
-        other.open = false;
-      }
-    });
-  }, true);
-  document.addEventListener("click", function (event) {
-    openMenus().forEach(function (menu) {
-      if (!menu.contains(event.target)) {
-        menu.open = false;
-      }
-    });
   });
 
   document.addEventListener("DOMContentLoaded", announcer);

@@ -1,24 +1,11 @@
-// Comfort: the colour theme switch, keyboard shortcuts and the phone drawer's state.
-// Everything here enhances what works without it (forms, links, a checkbox).
+// Keyboard shortcuts, their dialog ("?") and the one Escape dispatcher; with the phone drawer
+// they open and close. Everything here enhances what works without it (links, a checkbox).
 (function () {
   "use strict";
 
   function byId(id) {
     return document.getElementById(id);
   }
-
-  // --- Theme: switch at once; htmx posts the same form so the server remembers it. -----
-  document.addEventListener("click", function (event) {
-    var choice = event.target.closest && event.target.closest("#theme-form .theme-choice");
-    if (!choice) {
-      return;
-    }
-    document.documentElement.setAttribute("data-theme", choice.value);
-    var all = choice.form.querySelectorAll(".theme-choice");
-    for (var i = 0; i < all.length; i++) {
-      all[i].setAttribute("aria-pressed", all[i] === choice ? "true" : "false");
-    }
-  });
 
   // --- The conversation drawer on narrow screens. ------------------------------------
   function drawer() {
