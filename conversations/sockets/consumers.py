@@ -22,9 +22,11 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.http import Http404
 from django.template.loader import render_to_string
 
 from conversations import errors, rendering
+from conversations.access import get_conversation_for_user
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message, current_messages
 from conversations.replies import events, sweeper, watching
@@ -34,7 +36,10 @@ from conversations.sockets.slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
 
 @unit_of_work
 def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None:
-    return Conversation.objects.filter(pk=conversation_id, owner=user).first()
+    try:
+        return get_conversation_for_user(user, conversation_id)
+    except Http404:
+        return None
 
 
 @unit_of_work
