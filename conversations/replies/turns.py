@@ -18,6 +18,8 @@ TITLE_LENGTH = 60
 class ReplyInProgress(Exception):
     """The conversation already has a reply streaming: one at a time."""
 
+    message = "Wait for the current reply to finish, or stop it, first."
+
 
 def title_from(text: str) -> str:
     first_line = " ".join(text.split())
