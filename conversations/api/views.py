@@ -208,16 +208,9 @@ def _sse(event: str, data: dict) -> str:
 
 @sync_to_async
 def _turn(conversation: Conversation, reply: Message) -> dict:
-    question = (
-        conversation.messages.filter(
-            role=Message.Role.USER, created_at__lt=reply.created_at, superseded_by__isnull=True
-        )
-        .order_by("-created_at")
-        .first()
-    )
     return {
         "conversation": conversation_json(conversation),
-        "message": message_json(question),
+        "message": message_json(turns.question_of(reply)),
         "reply": message_json(reply),
     }
 

@@ -127,6 +127,20 @@ def store_regeneration(conversation: Conversation) -> tuple[Message, list[dict[s
     return reply, history
 
 
+def question_of(reply: Message) -> Message | None:
+    """The user's message that `reply` answers: the current one just before it."""
+    return (
+        Message.objects.filter(
+            conversation_id=reply.conversation_id,
+            role=Message.Role.USER,
+            created_at__lt=reply.created_at,
+            superseded_by__isnull=True,
+        )
+        .order_by("-created_at")
+        .first()
+    )
+
+
 def model_messages(conversation: Conversation, reply_id: uuid.UUID) -> list[dict[str, str]]:
     """What the model is sent to write reply `reply_id`: the system prompt and the current
     messages before it."""
