@@ -1,22 +1,35 @@
 """The actions on a conversation as a whole: create, rename, pin, archive, delete. After each,
 every open page of the owner gets its new sidebar over the websocket."""
 
+import uuid
+
 from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from conversations.actions.messages import streaming_replies
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from conversations.replies import announce, stop
 
 
-async def do_create_conversation(owner, metadata: dict, *, title: str = "") -> Conversation:
-    """An empty conversation with `metadata` (its model and settings), named `title` if given."""
+async def new_conversation(owner, metadata: dict, title: str) -> Conversation:
+    """The row of a new conversation with `metadata` (its model and settings), named `title`
+    if given, announced to no one yet."""
     if title:
         metadata = {**metadata, "title_source": "user"}  # the model does not rename it
-    conversation = await Conversation.objects.acreate(owner=owner, title=title, metadata=metadata)
+    return await Conversation.objects.acreate(owner=owner, title=title, metadata=metadata)
+
+
+async def do_create_conversation(owner, metadata: dict, *, title: str = "") -> Conversation:
+    """An empty conversation (the API's; the pages start one with its first message)."""
+    conversation = await new_conversation(owner, metadata, title)
     await announce.sidebar_changed(owner.pk)
     return conversation
+
+
+async def streaming_replies(conversation: Conversation) -> list[uuid.UUID]:
+    """The conversation's replies being written, newest first (one, but for a moment)."""
+    replies = Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
+    return [pk async for pk in replies.order_by("-created_at").values_list("pk", flat=True)]
 
 
 def do_rename_conversation(conversation: Conversation, title: str) -> None:
