@@ -9,6 +9,9 @@ from conversations.llm import catalogue, providers
 from conversations.models import TITLE_MAX_LENGTH
 
 SYSTEM_PROMPT_MAX_CHARS = 20_000
+# The code of MessageForm's error for a message over CHAT_MAX_MESSAGE_CHARS (the API answers it
+# with a 413 of its own).
+MESSAGE_TOO_LONG = "message_too_long"
 
 
 class MessageForm(forms.Form):
@@ -22,7 +25,8 @@ class MessageForm(forms.Form):
         limit = settings.CHAT_MAX_MESSAGE_CHARS
         if len(text) > limit:
             raise forms.ValidationError(
-                f"This message is {len(text):,} characters long; the limit is {limit:,}."
+                f"This message is {len(text):,} characters long; the limit is {limit:,}.",
+                code=MESSAGE_TOO_LONG,
             )
         return text
 

@@ -286,7 +286,7 @@ def test_running_out_of_database_connections_keeps_the_composers_text(
 ):
     from conversations.views import chat as views
 
-    monkeypatch.setattr(views, "_get_conversation_for_user", out_of_connections)
+    monkeypatch.setattr(views, "get_conversation_for_user", out_of_connections)
     alice_client.raise_request_exception = False
 
     response = alice_client.get(conversation.get_absolute_url(), headers=HTMX)

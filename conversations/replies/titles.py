@@ -4,13 +4,12 @@ the reply, never delaying it; asked once, and a name given meanwhile stands."""
 import logging
 import uuid
 
-from channels.layers import get_channel_layer
 from django.db import transaction
 
 from conversations.db import unit_of_work
 from conversations.llm import client
 from conversations.models import Conversation
-from conversations.replies import announce, events, turns
+from conversations.replies import announce, turns
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,5 @@ async def auto_title(conversation_id: uuid.UUID, model: str, provider: str = "")
     # Asked once: without an answer the title made from the first message stays.
     conversation = await _store_title(conversation_id, title)
     if conversation:
-        await get_channel_layer().group_send(
-            events.conversation_group(conversation_id), {"type": events.CONVERSATION_TITLE}
-        )
+        await announce.title_changed(conversation_id)
         await announce.sidebar_changed(conversation.owner_id, in_request=False)

@@ -18,6 +18,8 @@ TITLE_LENGTH = 60
 class ReplyInProgress(Exception):
     """The conversation already has a reply streaming: one at a time."""
 
+    message = "Wait for the current reply to finish, or stop it, first."
+
 
 def title_from(text: str) -> str:
     first_line = " ".join(text.split())
@@ -123,6 +125,20 @@ def store_regeneration(conversation: Conversation) -> tuple[Message, list[dict[s
         history = model_messages(locked, reply.pk)
         quota.reserve(reply, history, locked.owner_id)
     return reply, history
+
+
+def question_of(reply: Message) -> Message | None:
+    """The user's message that `reply` answers: the current one just before it."""
+    return (
+        Message.objects.filter(
+            conversation_id=reply.conversation_id,
+            role=Message.Role.USER,
+            created_at__lt=reply.created_at,
+            superseded_by__isnull=True,
+        )
+        .order_by("-created_at")
+        .first()
+    )
 
 
 def model_messages(conversation: Conversation, reply_id: uuid.UUID) -> list[dict[str, str]]:

@@ -22,19 +22,24 @@ from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.http import Http404
 from django.template.loader import render_to_string
 
 from conversations import errors, rendering
+from conversations.access import get_conversation_for_user
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message, current_messages
-from conversations.replies import events, sweeper, watching
+from conversations.replies import events, sweeper, turns, watching
 from conversations.sockets import security
 from conversations.sockets.slots import TOO_MANY_SOCKETS_MESSAGE, SocketSlot
 
 
 @unit_of_work
 def _owned_conversation(user, conversation_id: uuid.UUID) -> Conversation | None:
-    return Conversation.objects.filter(pk=conversation_id, owner=user).first()
+    try:
+        return get_conversation_for_user(user, conversation_id)
+    except Http404:
+        return None
 
 
 @unit_of_work
@@ -50,13 +55,7 @@ def _latest_message(conversation_id: uuid.UUID) -> Message | None:
 @unit_of_work
 def _render_turn(conversation: Conversation, reply_id: str) -> tuple[str, Message]:
     reply = Message.objects.get(pk=reply_id, conversation=conversation)
-    question = (
-        conversation.messages.filter(
-            role=Message.Role.USER, created_at__lt=reply.created_at, superseded_by__isnull=True
-        )
-        .order_by("-created_at")
-        .first()
-    )
+    question = turns.question_of(reply)
     conversation.refresh_from_db(fields=["title", "updated_at"])
     html = render_to_string(
         "conversations/stream/turn.html",

@@ -4,23 +4,31 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from conversations import errors, forms, search, sidebar
+from conversations.access import (
+    aget_conversation_for_user,
+    aget_message_for_user,
+    get_conversation_for_user,
+    get_message_for_user,
+)
+from conversations.actions.messages import (
+    do_edit_message,
+    do_regenerate_reply,
+    do_send_message,
+    do_start_conversation,
+    do_stop_reply,
+)
 from conversations.llm import catalogue
 from conversations.models import Conversation, Message, current_messages
-from conversations.replies import generate, running, stop, sweeper, turns
+from conversations.replies import running, sweeper, turns
 from conversations.replies.quota import UserLimitReached
 from conversations.views.model_settings import settings_for_new_conversation
 
 CHAT_TEMPLATE = "conversations/chat.html"
-BUSY_MESSAGE = "Wait for the current reply to finish, or stop it, first."
-
-
-def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
-    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 def _chat_context(
@@ -57,7 +65,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     sweeper.mark_stale_replies_interrupted(conversation.pk)
     # A search result links to `?message=<id>`: the page then reaches back to that message.
     limit = search.messages_to_show(conversation, request.GET.get("message"))
@@ -67,7 +75,7 @@ def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
 @login_required
 def earlier_messages(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The run of messages before `?before=<message id>`, for "Show earlier messages"."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     try:
         before_id = uuid.UUID(request.GET.get("before", ""))
     except ValueError:
@@ -88,28 +96,10 @@ def _composer(request: HttpRequest, conversation: Conversation | None, form: for
     return render(request, f"{CHAT_TEMPLATE}#composer-field", context)
 
 
-async def _send(
-    request: HttpRequest, conversation: Conversation, form: forms.MessageForm, *, is_new: bool
-) -> HttpResponse:
-    try:
-        await generate.begin(conversation, form.cleaned_data["text"])
-    except turns.ReplyInProgress:
-        form.add_error(None, BUSY_MESSAGE)
-        return await sync_to_async(_composer)(request, conversation, form)
-    except (UserLimitReached, running.ProcessBusy) as refusal:
-        if is_new:
-            await conversation.adelete()  # it never got its first message
-        if isinstance(refusal, running.ProcessBusy):
-            # Another reply took the last place since the check before the view: the same
-            # answer as that check's.
-            return errors.overloaded(request, refusal.message, refusal.retry_after)
-        form.add_error(None, refusal.message)
-        return await sync_to_async(_composer)(request, None if is_new else conversation, form)
-    if is_new or not request.htmx:
-        if request.htmx:
-            return HttpResponseClientRedirect(conversation.get_absolute_url())
-        return redirect(conversation)
-    return await sync_to_async(_composer)(request, conversation, forms.MessageForm())
+def _busy(request: HttpRequest, refusal: running.ProcessBusy) -> HttpResponse:
+    # Another reply took the last place since the check before the view (refused_when_busy):
+    # the same answer as that check's.
+    return errors.overloaded(request, refusal.message, refusal.retry_after)
 
 
 @errors.refused_when_busy
@@ -126,8 +116,16 @@ async def start_conversation(request: HttpRequest) -> HttpResponse:
         for problem in problems:
             form.add_error(None, problem)
         return await sync_to_async(_composer)(request, None, form)
-    conversation = await Conversation.objects.acreate(owner=user, metadata=metadata)
-    return await _send(request, conversation, form, is_new=True)
+    try:
+        conversation, _ = await do_start_conversation(user, metadata, form.cleaned_data["text"])
+    except running.ProcessBusy as refusal:
+        return _busy(request, refusal)
+    except UserLimitReached as refusal:
+        form.add_error(None, refusal.message)
+        return await sync_to_async(_composer)(request, None, form)
+    if request.htmx:
+        return HttpResponseClientRedirect(conversation.get_absolute_url())
+    return redirect(conversation)
 
 
 def _refusal(request: HttpRequest, message: str) -> HttpResponse:
@@ -140,34 +138,23 @@ def _refusal(request: HttpRequest, message: str) -> HttpResponse:
 @require_POST
 async def regenerate_reply(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """Generate the last reply again; the previous one stays as an earlier version."""
-    user = await request.auser()
-    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    conversation = await aget_conversation_for_user(await request.auser(), conversation_id)
     try:
-        await generate.regenerate(conversation)
-    except turns.ReplyInProgress:
-        return await sync_to_async(_refusal)(request, BUSY_MESSAGE)
+        await do_regenerate_reply(conversation)
     except turns.NothingToRegenerate:
         return await sync_to_async(_refusal)(request, "There is no reply to regenerate.")
-    except (UserLimitReached, running.ProcessBusy) as refusal:
+    except (turns.ReplyInProgress, UserLimitReached, running.ProcessBusy) as refusal:
         return await sync_to_async(_refusal)(request, refusal.message)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(conversation)
 
 
-def _get_message_for_user(
-    request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
-) -> tuple[Conversation, Message]:
-    conversation = _get_conversation_for_user(request, conversation_id)
-    message = get_object_or_404(conversation.messages, pk=message_id, superseded_by__isnull=True)
-    return conversation, message
-
-
 @login_required
 def message_detail(
     request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> HttpResponse:
-    conversation, message = _get_message_for_user(request, conversation_id, message_id)
+    conversation, message = get_message_for_user(request.user, conversation_id, message_id)
     message.versions = list(message.earlier_versions.order_by("created_at"))
     context = {"conversation": conversation, "message": message}
     return render(request, f"{CHAT_TEMPLATE}#message", context)
@@ -179,20 +166,16 @@ async def edit_message(
     request: HttpRequest, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> HttpResponse:
     """GET: the last message as a form. POST: send the edited text in its place."""
-    user = await request.auser()
-    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
-    message = await aget_object_or_404(
-        conversation.messages, pk=message_id, role=Message.Role.USER, superseded_by__isnull=True
+    conversation, message = await aget_message_for_user(
+        await request.auser(), conversation_id, message_id, role=Message.Role.USER
     )
     form = forms.MessageForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
-            await generate.begin(conversation, form.cleaned_data["text"], replacing=message.pk)
-        except turns.ReplyInProgress:
-            form.add_error(None, BUSY_MESSAGE)
+            await do_edit_message(conversation, message, form.cleaned_data["text"])
         except turns.NothingToRegenerate:
             form.add_error(None, "Only your last message can be edited.")
-        except (UserLimitReached, running.ProcessBusy) as refusal:
+        except (turns.ReplyInProgress, UserLimitReached, running.ProcessBusy) as refusal:
             form.add_error(None, refusal.message)
         else:
             if request.htmx:
@@ -213,27 +196,28 @@ async def edit_message(
 @login_required
 @require_POST
 async def send_message(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    user = await request.auser()
-    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    conversation = await aget_conversation_for_user(await request.auser(), conversation_id)
     form = forms.MessageForm(request.POST)
     if not form.is_valid():
         return await sync_to_async(_composer)(request, conversation, form)
-    return await _send(request, conversation, form, is_new=False)
+    try:
+        await do_send_message(conversation, form.cleaned_data["text"])
+    except running.ProcessBusy as refusal:
+        return _busy(request, refusal)
+    except (turns.ReplyInProgress, UserLimitReached) as refusal:
+        form.add_error(None, refusal.message)
+        return await sync_to_async(_composer)(request, conversation, form)
+    if not request.htmx:
+        return redirect(conversation)
+    return await sync_to_async(_composer)(request, conversation, forms.MessageForm())
 
 
 @login_required
 @require_POST
 async def stop_reply(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """Stop the conversation's streaming reply, whichever process generates it."""
-    user = await request.auser()
-    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
-    reply = await (
-        Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING)
-        .order_by("-created_at")
-        .afirst()
-    )
-    if reply:
-        await stop.request_stop(reply.pk)
+    conversation = await aget_conversation_for_user(await request.auser(), conversation_id)
+    await do_stop_reply(conversation)
     if request.htmx:
         return HttpResponse(status=204)
     return redirect(conversation)

@@ -15,12 +15,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.http import content_disposition_header
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET
 
+from conversations.access import get_conversation_for_user
 from conversations.models import Conversation, Message, ShareLink
 
 EXPORT_FORMAT = "chatsite-export"
@@ -39,10 +39,6 @@ class ExportEncoder(DjangoJSONEncoder):
         if isinstance(o, datetime):
             return o.isoformat()
         return super().default(o)
-
-
-def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
-    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 def _fields(instance: Model, *, skip: Iterable[str] = ()) -> dict:
@@ -116,7 +112,7 @@ def _current(conversation: Conversation):
 @require_GET
 def export_markdown(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The conversation as it stands, as a Markdown file."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     markdown = conversation_markdown(conversation, _current(conversation).iterator())
     return _download(markdown, "text/markdown", _filename(conversation, "md"))
 
@@ -125,7 +121,7 @@ def export_markdown(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRes
 @require_GET
 def export_json(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The conversation with every message and its metadata, earlier versions included."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     messages = conversation.messages.order_by("created_at", "pk").iterator()
     data = {
         "format": EXPORT_FORMAT,

@@ -3,30 +3,33 @@ and search. Every change is a CSRF-protected POST by the conversation's owner; a
 every open page of the owner gets its new sidebar over the websocket."""
 
 import uuid
+from collections.abc import Callable
 
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
-from django.shortcuts import aget_object_or_404, get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from conversations import forms, fragments, search, sidebar
-from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
-from conversations.replies import announce, events, stop
+from conversations import forms, search, sidebar
+from conversations.access import aget_conversation_for_user, get_conversation_for_user
+from conversations.actions.conversations import (
+    do_archive_conversation,
+    do_delete_conversation,
+    do_pin_conversation,
+    do_rename_conversation,
+    do_unarchive_conversation,
+    do_unpin_conversation,
+)
+from conversations.models import TITLE_MAX_LENGTH, Conversation
 
 SIDEBAR_TEMPLATE = "conversations/sidebar.html"
 ARCHIVE_PAGE_SIZE = 25
 PLACES = ("header", "sidebar")
-
-
-def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
-    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 def _place(request: HttpRequest) -> str:
@@ -40,20 +43,6 @@ def _next_url(request: HttpRequest, default: str) -> str:
     if url_has_allowed_host_and_scheme(candidate, {request.get_host()}, request.is_secure()):
         return candidate
     return default
-
-
-def _announce(conversation: Conversation, *, title_changed: bool = False) -> None:
-    """Tell every open page of the owner: a new sidebar, and maybe the open chat's title.
-
-    The sidebar is rendered here, on the request's thread and connection, as
-    announce.sidebar_changed() would do on a thread of its own."""
-    group_send = async_to_sync(get_channel_layer().group_send)
-    html = fragments.conversation_list(conversation.owner_id)
-    group_send(
-        events.user_group(conversation.owner_id), {"type": events.SIDEBAR_CHANGED, "html": html}
-    )
-    if title_changed:
-        group_send(events.conversation_group(conversation.pk), {"type": events.CONVERSATION_TITLE})
 
 
 def _sidebar_response(request: HttpRequest) -> HttpResponse:
@@ -74,7 +63,7 @@ def _label(request: HttpRequest, conversation: Conversation, place: str) -> Http
 @require_GET
 def conversation_label(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """The title as shown, without its rename form: what Cancel puts back."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     if not request.htmx:
         return redirect(conversation)
     return _label(request, conversation, _place(request))
@@ -83,7 +72,7 @@ def conversation_label(request: HttpRequest, conversation_id: uuid.UUID) -> Http
 @login_required
 def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """GET: the title as a form, in place. POST: the new title."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     if request.method not in ("GET", "POST"):
         return HttpResponseNotAllowed(["GET", "POST"])
     place = _place(request)
@@ -92,10 +81,7 @@ def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     else:
         form = forms.RenameForm(request.POST)
         if form.is_valid():
-            conversation.title = form.cleaned_data["title"]
-            conversation.metadata["title_source"] = "user"
-            conversation.save(update_fields=["title", "metadata"])
-            _announce(conversation, title_changed=True)
+            do_rename_conversation(conversation, form.cleaned_data["title"])
             if not request.htmx:
                 return redirect(_next_url(request, conversation.get_absolute_url()))
             return _label(request, conversation, place)
@@ -110,12 +96,11 @@ def rename_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> Htt
     return render(request, "conversations/rename.html#rename-form", context)
 
 
-def _set_state(request: HttpRequest, conversation_id: uuid.UUID, **changes) -> HttpResponse:
-    conversation = _get_conversation_for_user(request, conversation_id)
-    for name, value in changes.items():
-        setattr(conversation, name, value)
-    conversation.save(update_fields=list(changes))
-    _announce(conversation)
+def _change(
+    request: HttpRequest, conversation_id: uuid.UUID, action: Callable[[Conversation], None]
+) -> HttpResponse:
+    conversation = get_conversation_for_user(request.user, conversation_id)
+    action(conversation)
     if request.htmx:
         return _sidebar_response(request)
     return redirect(_next_url(request, conversation.get_absolute_url()))
@@ -124,40 +109,32 @@ def _set_state(request: HttpRequest, conversation_id: uuid.UUID, **changes) -> H
 @login_required
 @require_POST
 def pin_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    return _set_state(request, conversation_id, pinned_at=timezone.now(), archived_at=None)
+    return _change(request, conversation_id, do_pin_conversation)
 
 
 @login_required
 @require_POST
 def unpin_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    return _set_state(request, conversation_id, pinned_at=None)
+    return _change(request, conversation_id, do_unpin_conversation)
 
 
 @login_required
 @require_POST
 def archive_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    return _set_state(request, conversation_id, archived_at=timezone.now(), pinned_at=None)
+    return _change(request, conversation_id, do_archive_conversation)
 
 
 @login_required
 @require_POST
 def unarchive_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
-    return _set_state(request, conversation_id, archived_at=None)
-
-
-async def _stop_streaming_replies(conversation: Conversation) -> None:
-    async for reply_id in Message.objects.filter(
-        conversation=conversation, status=Message.Status.STREAMING
-    ).values_list("pk", flat=True):
-        await stop.request_stop(reply_id)
+    return _change(request, conversation_id, do_unarchive_conversation)
 
 
 @login_required
 async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """GET: ask to confirm (a dialog for htmx, a page otherwise). POST with confirm=yes: stop
     any reply being written, then delete the conversation and all its messages."""
-    user = await request.auser()
-    conversation = await aget_object_or_404(Conversation, pk=conversation_id, owner=user)
+    conversation = await aget_conversation_for_user(await request.auser(), conversation_id)
     if request.method not in ("GET", "POST"):
         return HttpResponseNotAllowed(["GET", "POST"])
     context = {"conversation": conversation, "next": _next_url(request, "")}
@@ -168,10 +145,8 @@ async def delete_conversation(request: HttpRequest, conversation_id: uuid.UUID) 
             else "conversations/delete.html"
         )
         return await sync_to_async(render)(request, template, context)
-    await _stop_streaming_replies(conversation)
     its_page = conversation.get_absolute_url()
-    await conversation.adelete()
-    await announce.sidebar_changed(user.pk)
+    await do_delete_conversation(conversation)
     home = reverse("home")
     if request.htmx:
         if (request.htmx.current_url_abs_path or "").split("?")[0] == its_page:

@@ -4,25 +4,21 @@ import uuid
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from conversations import forms
+from conversations.access import get_conversation_for_user
 from conversations.llm import catalogue
-from conversations.models import Conversation
 
 SETTINGS_TEMPLATE = "conversations/settings.html"
-
-
-def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
-    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 @login_required
 @require_POST
 def conversation_settings(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """Save the settings; the next reply uses them. htmx gets the panel back, open."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     form = forms.form_for(conversation.metadata, request.POST)
     saved = form.is_valid()
     if saved:

@@ -11,10 +11,11 @@ import uuid
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations.access import get_conversation_for_user
 from conversations.models import Conversation, ShareLink
 from conversations.rendering import render_markdown_cached
 from conversations.replies.sweeper import reply_streaming
@@ -24,10 +25,6 @@ REPLY_IN_PROGRESS = (
     "A reply is still being written. Create the link once it has finished: a link shows "
     "finished replies only."
 )
-
-
-def _get_conversation_for_user(request: HttpRequest, conversation_id: uuid.UUID) -> Conversation:
-    return get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
 
 
 def active_share(conversation: Conversation) -> ShareLink | None:
@@ -51,7 +48,7 @@ def _panel(request: HttpRequest, conversation: Conversation, **extra) -> HttpRes
 @require_POST
 def share_create(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """Make the conversation's share link, or keep the one it has."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     with transaction.atomic():
         # Locked, as a send locks it to store a turn: no reply starts while the copy is made.
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
@@ -66,7 +63,7 @@ def share_create(request: HttpRequest, conversation_id: uuid.UUID) -> HttpRespon
 @require_POST
 def share_revoke(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     """End every link to the conversation at once: they answer 404 from now on."""
-    conversation = _get_conversation_for_user(request, conversation_id)
+    conversation = get_conversation_for_user(request.user, conversation_id)
     # The copies go too: a revoked link answers 404 and keeps nothing of the conversation.
     revoked = conversation.share_links.filter(revoked_at__isnull=True).update(
         revoked_at=timezone.now(), title="", snapshot=[]
