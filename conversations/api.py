@@ -33,7 +33,7 @@ from accounts.models import ApiToken, User
 
 from . import events, generation, providers, quota, settings_forms, watching
 from .db import release_connection
-from .errors import SERVER_ERROR_MESSAGE, api_error, api_failure, refused_when_busy
+from .errors import SERVER_ERROR_MESSAGE, ErrorCode, api_error, api_failure, refused_when_busy
 from .models import TITLE_MAX_LENGTH, Conversation, Message
 from .quota import QuotaExceeded, TooManyReplies, UserLimitReached
 from .views import BUSY_MESSAGE
@@ -59,7 +59,7 @@ class ApiError(Exception):
     """A refusal, answered as `{"error": {"code", "message"}}` with its HTTP status."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self, status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers
@@ -67,11 +67,11 @@ class ApiError(Exception):
 
 def _not_found() -> ApiError:
     # The same answer for another user's conversation and for one that never existed.
-    return ApiError(404, "not_found", NOT_FOUND_MESSAGE)
+    return ApiError(404, ErrorCode.NOT_FOUND, NOT_FOUND_MESSAGE)
 
 
 def _unauthorized(message: str) -> JsonResponse:
-    return api_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return api_error(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -86,7 +86,7 @@ def _csrf_refusal(request: HttpRequest) -> JsonResponse | None:
     reason = _CsrfCheck(lambda request: HttpResponse()).process_view(request, None, (), {})
     if reason is None:
         return None
-    return api_error(403, "csrf_failed", f"CSRF verification failed: {reason}")
+    return api_error(403, ErrorCode.CSRF_FAILED, f"CSRF verification failed: {reason}")
 
 
 def _authenticate(request: HttpRequest) -> User | JsonResponse:
@@ -127,7 +127,7 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
                 return user
             if request.method not in methods:
                 response = api_error(
-                    405, "method_not_allowed", f"{request.method} is not allowed here."
+                    405, ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here."
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
@@ -151,7 +151,7 @@ def unknown(request: HttpRequest, path: str = "") -> JsonResponse:
         refusal = _csrf_refusal(request)
         if refusal:
             return refusal
-    return api_error(404, "not_found", "There is no such API endpoint.")
+    return api_error(404, ErrorCode.NOT_FOUND, "There is no such API endpoint.")
 
 
 # --------------------------------------------------------------------------- #
@@ -203,33 +203,35 @@ def _json_body(request: HttpRequest) -> dict:
     try:
         body = request.body
     except RequestDataTooBig:
-        raise ApiError(413, "too_large", "The request body is too large.") from None
+        raise ApiError(413, ErrorCode.TOO_LARGE, "The request body is too large.") from None
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError(400, ErrorCode.INVALID_JSON, "The request body is not valid JSON.") from None
     except RecursionError:
-        raise ApiError(400, "invalid_json", "The request body is nested too deeply.") from None
+        raise ApiError(
+            400, ErrorCode.INVALID_JSON, "The request body is nested too deeply."
+        ) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ApiError(400, ErrorCode.INVALID_JSON, "The request body must be a JSON object.")
     return data
 
 
 def _text_field(data: dict, name: str, *, required: bool) -> str | None:
     if name not in data or data[name] is None:
         if required:
-            raise ApiError(400, "invalid", f"`{name}` is required.")
+            raise ApiError(400, ErrorCode.INVALID, f"`{name}` is required.")
         return None
     if not isinstance(data[name], str):
-        raise ApiError(400, "invalid", f"`{name}` must be a string.")
+        raise ApiError(400, ErrorCode.INVALID, f"`{name}` must be a string.")
     if "\x00" in data[name]:
-        raise ApiError(400, "invalid", "Null characters are not allowed.")
+        raise ApiError(400, ErrorCode.INVALID, "Null characters are not allowed.")
     if LONE_SURROGATE.search(data[name]):
         raise ApiError(
             400,
-            "invalid",
+            ErrorCode.INVALID,
             f"`{name}` is not valid Unicode. A lone UTF-16 surrogate (\\ud800 to \\udfff) "
             "is not text.",
         )
@@ -239,12 +241,12 @@ def _text_field(data: dict, name: str, *, required: bool) -> str | None:
 def _message_text(data: dict) -> str:
     text = _text_field(data, "content", required=True)
     if not text:
-        raise ApiError(400, "invalid", "Write a message first: `content` is empty.")
+        raise ApiError(400, ErrorCode.INVALID, "Write a message first: `content` is empty.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(text) > limit:
         raise ApiError(
             413,
-            "message_too_long",
+            ErrorCode.MESSAGE_TOO_LONG,
             f"This message is {len(text):,} characters long; the limit is {limit:,}.",
         )
     return text
@@ -253,7 +255,9 @@ def _message_text(data: dict) -> str:
 def _title(data: dict, *, required: bool) -> str | None:
     title = _text_field(data, "title", required=required)
     if title is not None and len(title) > TITLE_MAX_LENGTH:
-        raise ApiError(400, "invalid", f"A title has at most {TITLE_MAX_LENGTH} characters.")
+        raise ApiError(
+            400, ErrorCode.INVALID, f"A title has at most {TITLE_MAX_LENGTH} characters."
+        )
     return title
 
 
@@ -289,7 +293,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("a cursor's time has a zone")
         return updated_at.astimezone(UTC), conversation_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise ApiError(400, "invalid", "`cursor` is not one this API gave out.") from None
+        raise ApiError(400, ErrorCode.INVALID, "`cursor` is not one this API gave out.") from None
 
 
 def _page_size(request: HttpRequest) -> int:
@@ -298,7 +302,7 @@ def _page_size(request: HttpRequest) -> int:
         return PAGE_SIZE
     # ASCII digits only: str.isdigit also takes "²", which int() refuses.
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE_SIZE:
-        raise ApiError(400, "invalid", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
+        raise ApiError(400, ErrorCode.INVALID, f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
     return int(value)
 
 
@@ -427,8 +431,8 @@ async def messages(request: HttpRequest, user: User, conversation_id: uuid.UUID)
 
 
 def _sse(event: str, data: dict) -> str:
-    if event == "keep-alive":
-        return ": keep-alive\n\n"
+    if event == events.STREAM_KEEPALIVE:
+        return f": {events.STREAM_KEEPALIVE}\n\n"
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
@@ -449,11 +453,17 @@ def _turn(conversation: Conversation, reply: Message) -> dict:
 
 
 def _busy(refusal: generation.ProcessBusy) -> ApiError:
-    return ApiError(503, "busy", refusal.message, headers={"Retry-After": str(refusal.retry_after)})
+    return ApiError(
+        503, ErrorCode.BUSY, refusal.message, headers={"Retry-After": str(refusal.retry_after)}
+    )
 
 
 def _quota_refusal(refusal: UserLimitReached) -> ApiError:
-    code = "too_many_replies" if isinstance(refusal, TooManyReplies) else "quota_exceeded"
+    code = (
+        ErrorCode.TOO_MANY_REPLIES
+        if isinstance(refusal, TooManyReplies)
+        else ErrorCode.QUOTA_EXCEEDED
+    )
     headers = {"Retry-After": str(refusal.retry_after)}
     return ApiError(429, code, refusal.message, headers=headers)
 
@@ -471,7 +481,7 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
     except generation.ProcessBusy as refusal:
         raise _busy(refusal) from None
     except generation.ReplyInProgress:
-        raise ApiError(409, "reply_in_progress", BUSY_MESSAGE) from None
+        raise ApiError(409, ErrorCode.REPLY_IN_PROGRESS, BUSY_MESSAGE) from None
     except UserLimitReached as refusal:
         raise _quota_refusal(refusal) from None
     turn = await _turn(conversation, reply)
@@ -488,28 +498,38 @@ async def _send(request: HttpRequest, conversation: Conversation, text: str) -> 
 
     async def stream() -> AsyncIterator[str]:
         # A client that hangs up cancels this, not the generation: the reply still completes.
-        yield _sse("start", turn)
+        yield _sse(events.STREAM_START, turn)
         try:
             async for event, data in watching.reply_events(reply.pk):
                 if event == "delta":
-                    yield _sse("delta", {"text": data})
+                    yield _sse(events.STREAM_DELTA, {"text": data})
                 elif event == "done":
-                    yield _sse("done", message_json(data))
+                    yield _sse(events.STREAM_DONE, message_json(data))
                 elif event == "cut":
                     # Never a `done` with less text than the client was sent.
                     reply_as_stored = message_json(data)
                     yield _sse(
-                        "error",
-                        {"code": "interrupted", "message": CUT_MESSAGE, "reply": reply_as_stored},
+                        events.STREAM_ERROR,
+                        {
+                            "code": ErrorCode.INTERRUPTED,
+                            "message": CUT_MESSAGE,
+                            "reply": reply_as_stored,
+                        },
                     )
                 else:
                     yield _sse(event, {})
         except watching.ReplyGone:
-            yield _sse("error", {"code": "not_found", "message": "The conversation was deleted."})
+            yield _sse(
+                events.STREAM_ERROR,
+                {"code": ErrorCode.NOT_FOUND, "message": "The conversation was deleted."},
+            )
         except Exception:
             # The reply goes on and is stored; this response cannot follow it any further.
             logger.exception("Streaming reply %s to an API client failed", reply.pk)
-            yield _sse("error", {"code": "server_error", "message": SERVER_ERROR_MESSAGE})
+            yield _sse(
+                events.STREAM_ERROR,
+                {"code": ErrorCode.SERVER_ERROR, "message": SERVER_ERROR_MESSAGE},
+            )
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
