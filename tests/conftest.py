@@ -28,6 +28,9 @@ from conversations import generation, provider
 from conversations.models import Conversation, Message
 from tests.fake_openai import FakeOpenAI
 
+# Every API response a test receives is checked against the OpenAPI schema.
+pytest_plugins = ["tests.support.openapi"]
+
 PASSWORD = "correct horse battery staple"
 SITE_ORIGIN = "http://localhost"
 
