@@ -149,7 +149,7 @@ class BodyCheck:
         """The body has been read to its end."""
         if not self.content:
             if self.body:
-                raise _mismatch(self.where, f"no body is documented, but one came: {self.body!r}")
+                raise _mismatch(self.where, f"no body is documented: {self.body[:200]!r}")
         elif self.media_type != "text/event-stream" and "schema" in self.media:
             try:
                 document = json.loads(self.body)
