@@ -19,6 +19,7 @@ swallows (a thread reading a stream keeps what it raised) still fails the test a
 """
 
 import codecs
+import functools
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -64,6 +65,12 @@ FORMATS = FormatChecker()
 def _is_date_time(value: object) -> bool:
     # RFC 3339, the JSON Schema format: a date, a time and a zone.
     return not isinstance(value, str) or datetime.fromisoformat(value).tzinfo is not None
+
+
+@functools.cache
+def _described(document: str) -> dict:
+    """The schema, parsed from `document`, with its objects closed."""
+    return _closed(json.loads(document))
 
 
 def _closed(node: object) -> object:
@@ -115,7 +122,9 @@ class BodyCheck:
     """Checks one response: its status and content type at once, its body as it is read."""
 
     def __init__(self, method: str, path: str, status: int, content_type: str) -> None:
-        self.described = _closed(schema())
+        # Built afresh for every response: a test may change a setting the schema reads.
+        self.described = _described(json.dumps(schema()))
+        self.validators: dict[str, Draft202012Validator] = {}
         template, operation = _operation(self.described, method, path)
         responses = operation["responses"] if operation else _undocumented(path)
         self.where = f"{method} {template} answered {status}"
@@ -179,8 +188,10 @@ class BodyCheck:
         self._validate(documented[name], payload, f"event {name!r}")
 
     def _validate(self, subschema: dict, document: object, what: str) -> None:
-        root = {**subschema, "components": self.described["components"]}
-        errors = list(Draft202012Validator(root, format_checker=FORMATS).iter_errors(document))
+        if what not in self.validators:
+            root = {**subschema, "components": self.described["components"]}
+            self.validators[what] = Draft202012Validator(root, format_checker=FORMATS)
+        errors = list(self.validators[what].iter_errors(document))
         if errors:
             error, shown = best_match(errors), json.dumps(document)
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
