@@ -11,7 +11,7 @@ from django.utils.cache import patch_cache_control
 from django.utils.decorators import sync_and_async_middleware
 from whitenoise.middleware import WhiteNoiseMiddleware
 
-from conversations.errors import api_error, is_api
+from conversations.errors import ErrorCode, api_error, is_api
 
 # Scripts, styles, images, fonts and connections (the websocket included: in CSP 3 'self'
 # matches ws: and wss: on the page's own host) come from this site only, and never inline.
@@ -103,7 +103,7 @@ def _has_null_in_query(request: HttpRequest) -> bool:
 
 def _null_refusal(request: HttpRequest) -> HttpResponse:
     if is_api(request):
-        return api_error(400, "invalid", NULL_IN_QUERY)
+        return api_error(400, ErrorCode.INVALID, NULL_IN_QUERY)
     return render(request, "400.html", {"message": NULL_IN_QUERY}, status=400)
 
 

@@ -10,6 +10,7 @@ the API's views that start replies).
 import functools
 import logging
 import sys
+from enum import StrEnum
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
@@ -27,12 +28,34 @@ OVERLOADED_MESSAGE = (
 SERVER_ERROR_MESSAGE = "Something went wrong on the server. Nothing was lost; try again later."
 
 
+class ErrorCode(StrEnum):
+    """The `code` of an API refusal, `{"error": {"code", "message"}}`, or of a reply stream's
+    `error` event: what a script may rely on, named once for the views and the OpenAPI schema."""
+
+    BAD_REQUEST = "bad_request"
+    BUSY = "busy"
+    CSRF_FAILED = "csrf_failed"
+    FORBIDDEN = "forbidden"
+    INTERRUPTED = "interrupted"
+    INVALID = "invalid"
+    INVALID_JSON = "invalid_json"
+    MESSAGE_TOO_LONG = "message_too_long"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    REPLY_IN_PROGRESS = "reply_in_progress"
+    SERVER_ERROR = "server_error"
+    TOO_LARGE = "too_large"
+    TOO_MANY_REPLIES = "too_many_replies"
+    UNAUTHORIZED = "unauthorized"
+
+
 def is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 
 
 def api_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> JsonResponse:
     return JsonResponse(
         {"error": {"code": code, "message": message}}, status=status, headers=headers
@@ -65,7 +88,7 @@ def overloaded(
     typed stays where it is); else a page."""
     headers = {"Retry-After": str(retry_after)}
     if is_api(request):
-        return api_error(503, "busy", message, headers)
+        return api_error(503, ErrorCode.BUSY, message, headers)
     # Rendered without the request: its context processors may need the database.
     if request.headers.get("HX-Request"):
         html = composer_error(message)
@@ -79,7 +102,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if is_overload(sys.exc_info()[1]):
         return overloaded(request)
     if is_api(request):
-        return api_error(500, "server_error", SERVER_ERROR_MESSAGE)
+        return api_error(500, ErrorCode.SERVER_ERROR, SERVER_ERROR_MESSAGE)
     return defaults.server_error(request)
 
 
@@ -88,24 +111,24 @@ def api_failure(request: HttpRequest, error: Exception) -> JsonResponse:
     if is_overload(error):
         return overloaded(request)
     logger.error("API request %s %s failed", request.method, request.path, exc_info=error)
-    return api_error(500, "server_error", SERVER_ERROR_MESSAGE)
+    return api_error(500, ErrorCode.SERVER_ERROR, SERVER_ERROR_MESSAGE)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api(request):
-        return api_error(400, "bad_request", "The request could not be understood.")
+        return api_error(400, ErrorCode.BAD_REQUEST, "The request could not be understood.")
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api(request):
-        return api_error(403, "forbidden", "This is not allowed.")
+        return api_error(403, ErrorCode.FORBIDDEN, "This is not allowed.")
     return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if is_api(request):
-        return api_error(404, "not_found", "There is no such API endpoint.")
+        return api_error(404, ErrorCode.NOT_FOUND, "There is no such API endpoint.")
     return defaults.page_not_found(request, exception)
 
 

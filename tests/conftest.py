@@ -29,6 +29,9 @@ from conversations.models import Conversation, Message
 from conversations.replies import running
 from tests.fake_openai import FakeOpenAI
 
+# Every API response a test receives is checked against the OpenAPI schema.
+pytest_plugins = ["tests.support.openapi"]
+
 PASSWORD = "correct horse battery staple"
 SITE_ORIGIN = "http://localhost"
 

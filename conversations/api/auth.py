@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from conversations.errors import api_error, api_failure, refused_when_busy
+from conversations.errors import ErrorCode, api_error, api_failure, refused_when_busy
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 NOT_FOUND_MESSAGE = "No such conversation."
@@ -35,7 +35,7 @@ class ApiError(Exception):
 
 
 def _unauthorized(message: str) -> JsonResponse:
-    return api_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return api_error(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -50,7 +50,7 @@ def csrf_refusal(request: HttpRequest) -> JsonResponse | None:
     reason = _CsrfCheck(lambda request: HttpResponse()).process_view(request, None, (), {})
     if reason is None:
         return None
-    return api_error(403, "csrf_failed", f"CSRF verification failed: {reason}")
+    return api_error(403, ErrorCode.CSRF_FAILED, f"CSRF verification failed: {reason}")
 
 
 def _authenticate(request: HttpRequest) -> User | JsonResponse:
@@ -95,7 +95,7 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
                 return user
             if request.method not in methods:
                 response = api_error(
-                    405, "method_not_allowed", f"{request.method} is not allowed here."
+                    405, ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here."
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
@@ -104,7 +104,7 @@ def api_view(*methods: str, starts_replies: bool = False) -> Callable[[ApiView],
             except ApiError as error:
                 return api_error(error.status, error.code, error.message, error.headers)
             except Http404:
-                return api_error(404, "not_found", NOT_FOUND_MESSAGE)
+                return api_error(404, ErrorCode.NOT_FOUND, NOT_FOUND_MESSAGE)
             except Exception as error:
                 return api_failure(request, error)
 

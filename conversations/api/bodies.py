@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from conversations import forms
 from conversations.api.auth import ApiError
+from conversations.errors import ErrorCode
 
 # Half of a UTF-16 pair, alone: JSON can spell it ("\ud800"), but it is no character, and
 # neither UTF-8 nor a database can hold it. (json.loads joins a whole pair into one character.)
@@ -21,17 +22,19 @@ def json_body(request: HttpRequest) -> dict:
     try:
         body = request.body
     except RequestDataTooBig:
-        raise ApiError(413, "too_large", "The request body is too large.") from None
+        raise ApiError(413, ErrorCode.TOO_LARGE, "The request body is too large.") from None
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        raise ApiError(400, ErrorCode.INVALID_JSON, "The request body is not valid JSON.") from None
     except RecursionError:
-        raise ApiError(400, "invalid_json", "The request body is nested too deeply.") from None
+        raise ApiError(
+            400, ErrorCode.INVALID_JSON, "The request body is nested too deeply."
+        ) from None
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+        raise ApiError(400, ErrorCode.INVALID_JSON, "The request body must be a JSON object.")
     return data
 
 
@@ -41,7 +44,7 @@ def _text(data: dict, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ApiError(400, "invalid", f"`{name}` must be a string.")
+        raise ApiError(400, ErrorCode.INVALID, f"`{name}` must be a string.")
     if LONE_SURROGATE.search(value):
         raise ApiError(
             400,
@@ -60,8 +63,8 @@ def _cleaned(form: django_forms.Form, field: str) -> str:
     errors = form.errors.get_json_data()[field]
     message = " ".join(error["message"] for error in errors)
     if any(error["code"] == forms.MESSAGE_TOO_LONG for error in errors):
-        raise ApiError(413, "message_too_long", message)
-    raise ApiError(400, "invalid", message)
+        raise ApiError(413, ErrorCode.MESSAGE_TOO_LONG, message)
+    raise ApiError(400, ErrorCode.INVALID, message)
 
 
 def message_text(data: dict) -> str:

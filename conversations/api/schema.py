@@ -1,14 +1,44 @@
 """The OpenAPI 3.1 description of the JSON API, served at /api/v1/openapi.json and rendered
-as the documentation page at /api/docs/. tests/test_api.py checks that it names every API
-route and method, and nothing else."""
+as the documentation page at /api/docs/.
 
-from copy import deepcopy
+Every enum and limit in it is the code's own: roles and statuses from the models, error codes
+from errors.ErrorCode, stream event names from events, page sizes from the API views, the
+length limits from the models and settings. tests/test_api.py checks that it names every API
+route and method, and nothing else; tests/support/openapi.py checks every API response the
+tests receive against it.
+"""
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+import json
+
+from django.conf import settings
+
+from conversations.api.views import MAX_PAGE_SIZE, PAGE_SIZE
+from conversations.errors import ErrorCode
+from conversations.models import TITLE_MAX_LENGTH, Message
+from conversations.replies import events
 
 
-def _error(description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict, *, required: tuple[str, ...] | None = None) -> dict:
+    """An object with these properties, all of them present unless `required` says less."""
+    names = list(properties) if required is None else list(required)
+    return {"type": "object", "required": names, "properties": properties}
+
+
+def _codes(codes: tuple[ErrorCode, ...]) -> dict:
+    return {"enum": sorted(code.value for code in codes)}
+
+
+def _error_body(codes: tuple[ErrorCode, ...]) -> dict:
+    return _object({"error": _object({"code": _codes(codes), "message": {"type": "string"}})})
+
+
+def _error(description: str, *codes: ErrorCode) -> dict:
+    """A refusal answered `{"error": {"code", "message"}}`, with one of `codes`."""
+    return _json(description, _error_body(codes))
 
 
 def _json(description: str, schema: dict) -> dict:
@@ -24,53 +54,105 @@ CONVERSATION_ID = {
 }
 
 UNAUTHORIZED = _error(
-    "No credentials, or a token that is unknown or revoked (with `WWW-Authenticate: Bearer`)."
+    "No credentials, or a token that is unknown or revoked (with `WWW-Authenticate: Bearer`).",
+    ErrorCode.UNAUTHORIZED,
 )
-FORBIDDEN = _error("A signed-in browser session sent an unsafe request without its CSRF token.")
-NOT_FOUND = _error("No such conversation, or not yours: the two look the same.")
+FORBIDDEN = _error(
+    "A signed-in browser session sent an unsafe request without its CSRF token.",
+    ErrorCode.CSRF_FAILED,
+)
+NOT_FOUND = _error(
+    "No such conversation, or not yours: the two look the same.", ErrorCode.NOT_FOUND
+)
+UNREADABLE = f"A request the server cannot read at all: `{ErrorCode.BAD_REQUEST}`."
 INVALID = _error(
-    "`invalid_json`: the request body is not JSON, or is nested too deeply. `invalid`: a field "
-    "or parameter is missing or wrong, or holds what is not text (a NUL character, or a lone "
-    "UTF-16 surrogate such as `\\ud800`)."
+    f"`{ErrorCode.INVALID_JSON}`: the request body is not JSON, or is nested too deeply. "
+    f"`{ErrorCode.INVALID}`: a field or parameter is missing or wrong, or holds what is not "
+    "text (a NUL character, or a lone UTF-16 surrogate such as `\\ud800`). " + UNREADABLE,
+    ErrorCode.INVALID,
+    ErrorCode.INVALID_JSON,
+    ErrorCode.BAD_REQUEST,
+)
+TOO_LARGE = _error(
+    f"`{ErrorCode.TOO_LARGE}`: the request body is larger than the site takes.",
+    ErrorCode.TOO_LARGE,
 )
 LIMITED = _error(
-    "Nothing was stored: the daily token quota is spent (`quota_exceeded`), or you have as many "
-    "replies being written as you may (`too_many_replies`). `Retry-After` says when to try again."
+    "Nothing was stored: the daily token quota is spent "
+    f"(`{ErrorCode.QUOTA_EXCEEDED}`), or you have as many replies being written as you may "
+    f"(`{ErrorCode.TOO_MANY_REPLIES}`). `Retry-After` says when to try again.",
+    ErrorCode.QUOTA_EXCEEDED,
+    ErrorCode.TOO_MANY_REPLIES,
 )
+# What any operation may answer, whatever it does.
+COMMON_RESPONSES = {
+    "400": _error(
+        f"A query string holding a NUL character (`%00`): `{ErrorCode.INVALID}`. " + UNREADABLE,
+        ErrorCode.INVALID,
+        ErrorCode.BAD_REQUEST,
+    ),
+    "500": _error("A fault of the server's; nothing of it is shown.", ErrorCode.SERVER_ERROR),
+    "503": _error(
+        "The server is too busy to take this now; nothing was changed. `Retry-After` says when "
+        "to try again.",
+        ErrorCode.BUSY,
+    ),
+}
 
+FINAL_STATUSES = ", ".join(s for s in Message.Status if s != Message.Status.STREAMING)
 SSE_DESCRIPTION = (
     "With `Accept: text/event-stream` (or no `Accept`), the reply as server-sent events:\n"
-    "- `start`: `{conversation, message, reply}`, the stored message and the reply's id;\n"
-    "- `delta`: `{text}`, the next piece of the reply, in order, never repeated;\n"
-    "- `: keep-alive` comments while the model is silent;\n"
-    "- `done`: the reply as stored (`status` complete, stopped, error or interrupted, the "
+    f"- `{events.STREAM_START}`: `{{conversation, message, reply}}`, the stored message and "
+    "the reply's id;\n"
+    f"- `{events.STREAM_DELTA}`: `{{text}}`, the next piece of the reply, in order, never "
+    "repeated;\n"
+    f"- `: {events.STREAM_KEEPALIVE}` comments while the model is silent;\n"
+    f"- `{events.STREAM_DONE}`: the reply as stored (`status` one of {FINAL_STATUSES}, the "
     "whole `content`, `usage`), after which the stream closes;\n"
-    "- `error` instead of `done`: `{code, message}`, a fault of the server's; with code "
-    "`interrupted`, `reply` is the reply as stored, shorter than the text sent (the process "
-    "writing it was taken for dead).\n\n"
+    f"- `{events.STREAM_ERROR}` instead of `{events.STREAM_DONE}`: `{{code, message}}`, a fault "
+    f"of the server's; with code `{ErrorCode.INTERRUPTED}`, `reply` is the reply as stored, "
+    "shorter than the text sent (the process writing it was taken for dead).\n\n"
     "With `Accept: application/json`, the same `{conversation, message, reply}` once the reply "
     "has finished.\n\n"
     "The reply is generated by the server, not by this request: a client that hangs up does "
     "not stop it, and it is stored whole. Read it later with GET on the conversation."
 )
 
-SCHEMA = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "chatsite API",
-        "version": "1",
-        "description": (
-            "Your conversations, as JSON. Authenticate with a personal API token "
-            "(`Authorization: Bearer <token>`, created on the API tokens page), or with the "
-            "browser session, whose unsafe requests need the CSRF token. Errors are "
-            '`{"error": {"code": "...", "message": "..."}}`. A query string holding a NUL '
-            "character (`%00`) is refused on every path with 400 `invalid`. Answers are marked "
-            "`Cache-Control: private, no-store`."
-        ),
-    },
-    "servers": [{"url": "/"}],
-    "security": [{"bearer": []}, {"session": []}],
-    "paths": {
+
+def _event_stream(description: str) -> dict:
+    """The reply as server-sent events; `x-events` gives each event's `data`, as JSON."""
+    return {
+        "description": description,
+        "content": {
+            "text/event-stream": {
+                "schema": {"type": "string"},
+                "x-events": {
+                    events.STREAM_START: _ref("Turn"),
+                    events.STREAM_DELTA: _ref("Delta"),
+                    events.STREAM_DONE: _ref("Message"),
+                    events.STREAM_ERROR: _ref("StreamError"),
+                },
+            }
+        },
+    }
+
+
+def _body(properties: dict, example: dict, *required: str) -> dict:
+    media = {"schema": _object(properties, required=required), "example": example}
+    return {"required": bool(required), "content": {"application/json": media}}
+
+
+def _paths() -> dict:
+    title = {"type": "string", "maxLength": TITLE_MAX_LENGTH}
+    content = {"type": "string", "maxLength": settings.CHAT_MAX_MESSAGE_CHARS}
+    too_long = _error(
+        f"`{ErrorCode.MESSAGE_TOO_LONG}`: `content` is longer than the site allows "
+        f"({settings.CHAT_MAX_MESSAGE_CHARS:,} characters). `{ErrorCode.TOO_LARGE}`: the "
+        "request body is larger than the site takes.",
+        ErrorCode.MESSAGE_TOO_LONG,
+        ErrorCode.TOO_LARGE,
+    )
+    return {
         "/api/v1/conversations": {
             "get": {
                 "operationId": "listConversations",
@@ -83,8 +165,15 @@ SCHEMA = {
                     {
                         "name": "limit",
                         "in": "query",
-                        "description": "Conversations per page (1 to 100, default 20).",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                        "description": (
+                            f"Conversations per page (1 to {MAX_PAGE_SIZE}, default {PAGE_SIZE})."
+                        ),
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_PAGE_SIZE,
+                            "default": PAGE_SIZE,
+                        },
                     },
                     {
                         "name": "cursor",
@@ -94,10 +183,7 @@ SCHEMA = {
                     },
                 ],
                 "responses": {
-                    "200": _json(
-                        "A page of conversations.",
-                        {"$ref": "#/components/schemas/ConversationPage"},
-                    ),
+                    "200": _json("A page of conversations.", _ref("ConversationPage")),
                     "400": INVALID,
                     "401": UNAUTHORIZED,
                 },
@@ -110,42 +196,28 @@ SCHEMA = {
                     "its first message, and the answer is that of posting a message: the reply "
                     "streams back."
                 ),
-                "requestBody": {
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "title": {"type": "string", "maxLength": 200},
-                                    "content": {"type": "string"},
-                                },
-                            },
-                            "example": {"title": "Trip planning"},
-                        }
-                    }
-                },
+                "requestBody": _body(
+                    {"title": title, "content": content}, {"title": "Trip planning"}
+                ),
                 "responses": {
-                    "200": {
-                        "description": (
-                            "With `content`: the reply as server-sent events, as when sending "
-                            "a message."
-                        ),
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
+                    "200": _event_stream(
+                        "With `content`: the reply as server-sent events, as when sending a "
+                        "message."
+                    ),
                     "201": _json(
                         "The conversation; with `content` and `Accept: application/json`, the "
                         "finished turn.",
-                        {
-                            "oneOf": [
-                                {"$ref": "#/components/schemas/Conversation"},
-                                {"$ref": "#/components/schemas/Turn"},
-                            ]
-                        },
+                        {"oneOf": [_ref("Conversation"), _ref("Turn")]},
                     ),
                     "400": INVALID,
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
-                    "413": _error("`content` is longer than the site allows."),
+                    "404": _error(
+                        "With `Accept: application/json`: the conversation was deleted before "
+                        "its reply finished.",
+                        ErrorCode.NOT_FOUND,
+                    ),
+                    "413": too_long,
                     "429": LIMITED,
                 },
             },
@@ -160,10 +232,7 @@ SCHEMA = {
                     "of regenerated or edited messages are left out)."
                 ),
                 "responses": {
-                    "200": _json(
-                        "The conversation.",
-                        {"$ref": "#/components/schemas/ConversationWithMessages"},
-                    ),
+                    "200": _json("The conversation.", _ref("ConversationWithMessages")),
                     "401": UNAUTHORIZED,
                     "404": NOT_FOUND,
                 },
@@ -172,27 +241,14 @@ SCHEMA = {
                 "operationId": "renameConversation",
                 "summary": "Rename a conversation",
                 "description": "A title you give is kept: the model does not rename it later.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["title"],
-                                "properties": {"title": {"type": "string", "maxLength": 200}},
-                            },
-                            "example": {"title": "Lisbon in May"},
-                        }
-                    },
-                },
+                "requestBody": _body({"title": title}, {"title": "Lisbon in May"}, "title"),
                 "responses": {
-                    "200": _json(
-                        "The renamed conversation.", {"$ref": "#/components/schemas/Conversation"}
-                    ),
+                    "200": _json("The renamed conversation.", _ref("Conversation")),
                     "400": INVALID,
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
                     "404": NOT_FOUND,
+                    "413": TOO_LARGE,
                 },
             },
             "delete": {
@@ -214,34 +270,25 @@ SCHEMA = {
                 "summary": "Send a message and stream the reply",
                 "description": SSE_DESCRIPTION,
                 "x-streams": True,
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["content"],
-                                "properties": {"content": {"type": "string"}},
-                            },
-                            "example": {"content": "Where should I go in May?"},
-                        }
-                    },
-                },
+                "requestBody": _body(
+                    {"content": content},
+                    {"content": "Where should I go in May?"},
+                    "content",
+                ),
                 "responses": {
-                    "200": {
-                        "description": "The reply, as server-sent events.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
+                    "200": _event_stream("The reply, as server-sent events."),
                     "201": _json(
-                        "With `Accept: application/json`: the finished turn.",
-                        {"$ref": "#/components/schemas/Turn"},
+                        "With `Accept: application/json`: the finished turn.", _ref("Turn")
                     ),
                     "400": INVALID,
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
                     "404": NOT_FOUND,
-                    "409": _error("A reply is still being written: wait for it, or stop it."),
-                    "413": _error("The message is longer than the site allows."),
+                    "409": _error(
+                        "A reply is still being written: wait for it, or stop it.",
+                        ErrorCode.REPLY_IN_PROGRESS,
+                    ),
+                    "413": too_long,
                     "429": LIMITED,
                 },
             },
@@ -256,8 +303,8 @@ SCHEMA = {
                     "a reply was streaming, 200 (`stopping: false`) when none was."
                 ),
                 "responses": {
-                    "200": _json("Nothing was streaming.", {"$ref": "#/components/schemas/Stop"}),
-                    "202": _json("The reply is stopping.", {"$ref": "#/components/schemas/Stop"}),
+                    "200": _json("Nothing was streaming.", _ref("Stop")),
+                    "202": _json("The reply is stopping.", _ref("Stop")),
                     "401": UNAUTHORIZED,
                     "403": FORBIDDEN,
                     "404": NOT_FOUND,
@@ -270,125 +317,133 @@ SCHEMA = {
                 "summary": "This description",
                 "description": "The OpenAPI 3.1 description of the API. No credentials needed.",
                 "security": [],
-                "responses": {"200": {"description": "The schema."}},
+                "responses": {
+                    "200": _json(
+                        "The schema.", {"type": "object", "required": ["openapi", "paths"]}
+                    )
+                },
             },
         },
+    }
+
+
+CONVERSATION = {
+    "id": {"type": "string", "format": "uuid"},
+    "title": {"type": "string", "maxLength": TITLE_MAX_LENGTH, "description": "Empty until named."},
+    "created_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "pinned": {"type": "boolean"},
+    "archived": {"type": "boolean"},
+    "provider": {
+        "type": "string",
+        "description": "Slug of the provider the conversation's replies ask.",
     },
-    "components": {
+    "model": {"type": "string", "description": "Model the replies ask for."},
+}
+
+MESSAGE = {
+    "id": {"type": "string", "format": "uuid"},
+    "role": {"enum": Message.Role.values},
+    "content": {"type": "string"},
+    "status": {"enum": Message.Status.values},
+    "created_at": {"type": "string", "format": "date-time"},
+    "model": {"type": ["string", "null"]},
+    "provider": {
+        "type": ["string", "null"],
+        "description": "Slug of the provider that wrote a reply.",
+    },
+    "left_out": {
+        "type": ["integer", "null"],
+        "description": "Earlier messages left out of the model's view to fit its context window.",
+    },
+    "usage": {
+        "type": ["object", "null"],
+        "description": "Token counts the model reported, when it did.",
+    },
+    "finish_reason": {"type": ["string", "null"]},
+    "error": {
+        "type": ["string", "null"],
+        "description": f"What went wrong, for a reply whose status is {Message.Status.ERROR}.",
+    },
+}
+
+STREAM_ERROR_CODES = (ErrorCode.INTERRUPTED, ErrorCode.NOT_FOUND, ErrorCode.SERVER_ERROR)
+
+
+def _components() -> dict:
+    return {
         "securitySchemes": {
             "bearer": {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "A personal API token, from the API tokens page.",
             },
-            "session": {"type": "apiKey", "in": "cookie", "name": "sessionid"},
+            "session": {"type": "apiKey", "in": "cookie", "name": settings.SESSION_COOKIE_NAME},
         },
         "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {
-                    "error": {
-                        "type": "object",
-                        "required": ["code", "message"],
-                        "properties": {
-                            "code": {"type": "string", "examples": ["not_found"]},
-                            "message": {"type": "string"},
-                        },
-                    }
-                },
-            },
-            "Conversation": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "format": "uuid"},
-                    "title": {"type": "string", "description": "Empty until named."},
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "updated_at": {"type": "string", "format": "date-time"},
-                    "pinned": {"type": "boolean"},
-                    "archived": {"type": "boolean"},
-                    "provider": {
-                        "type": "string",
-                        "description": "Slug of the provider the conversation's replies ask.",
-                    },
-                    "model": {"type": "string", "description": "Model the replies ask for."},
-                },
-            },
-            "ConversationPage": {
-                "type": "object",
-                "properties": {
-                    "data": {
-                        "type": "array",
-                        "items": {"$ref": "#/components/schemas/Conversation"},
-                    },
+            "Error": _error_body(tuple(ErrorCode)),
+            "Conversation": _object(CONVERSATION),
+            "ConversationPage": _object(
+                {
+                    "data": {"type": "array", "items": _ref("Conversation")},
                     "next": {"type": ["string", "null"]},
-                },
-            },
-            "Message": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "string", "format": "uuid"},
-                    "role": {"enum": ["user", "assistant", "system"]},
-                    "content": {"type": "string"},
-                    "status": {
-                        "enum": ["complete", "streaming", "error", "stopped", "interrupted"]
-                    },
-                    "created_at": {"type": "string", "format": "date-time"},
-                    "model": {"type": ["string", "null"]},
-                    "provider": {
-                        "type": ["string", "null"],
-                        "description": "Slug of the provider that wrote a reply.",
-                    },
-                    "left_out": {
-                        "type": ["integer", "null"],
-                        "description": "Earlier messages left out of the model's view to fit "
-                        "its context window.",
-                    },
-                    "usage": {
-                        "type": ["object", "null"],
-                        "description": "Token counts the model reported, when it did.",
-                    },
-                    "finish_reason": {"type": ["string", "null"]},
-                    "error": {
-                        "type": ["string", "null"],
-                        "description": "What went wrong, for a reply whose status is error.",
-                    },
-                },
-            },
-            "ConversationWithMessages": {
-                "allOf": [
-                    {"$ref": "#/components/schemas/Conversation"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "messages": {
-                                "type": "array",
-                                "items": {"$ref": "#/components/schemas/Message"},
-                            }
-                        },
-                    },
-                ]
-            },
-            "Turn": {
-                "type": "object",
-                "properties": {
-                    "conversation": {"$ref": "#/components/schemas/Conversation"},
-                    "message": {"$ref": "#/components/schemas/Message"},
-                    "reply": {"$ref": "#/components/schemas/Message"},
-                },
-            },
-            "Stop": {
-                "type": "object",
-                "properties": {
+                }
+            ),
+            "Message": _object(MESSAGE),
+            "ConversationWithMessages": _object(
+                {**CONVERSATION, "messages": {"type": "array", "items": _ref("Message")}}
+            ),
+            "Turn": _object(
+                {
+                    "conversation": _ref("Conversation"),
+                    "message": _ref("Message"),
+                    "reply": _ref("Message"),
+                }
+            ),
+            "Stop": _object(
+                {
                     "reply_id": {"type": ["string", "null"], "format": "uuid"},
                     "stopping": {"type": "boolean"},
+                }
+            ),
+            "Delta": _object({"text": {"type": "string", "minLength": 1}}),
+            "StreamError": _object(
+                {
+                    "code": _codes(STREAM_ERROR_CODES),
+                    "message": {"type": "string"},
+                    "reply": _ref("Message"),
                 },
-            },
+                required=("code", "message"),
+            ),
         },
-    },
-}
+    }
 
 
 def schema() -> dict:
-    """A copy of the schema, free for a caller to change."""
-    return deepcopy(SCHEMA)
+    """The schema, built afresh (the message length limit is a setting): free to change."""
+    paths = _paths()
+    for item in paths.values():
+        for method, operation in item.items():
+            if method != "parameters":
+                responses = {**COMMON_RESPONSES, **operation["responses"]}
+                operation["responses"] = dict(sorted(responses.items()))
+    described = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "chatsite API",
+            "version": "1",
+            "description": (
+                "Your conversations, as JSON. Authenticate with a personal API token "
+                "(`Authorization: Bearer <token>`, created on the API tokens page), or with the "
+                "browser session, whose unsafe requests need the CSRF token. Errors are "
+                '`{"error": {"code": "...", "message": "..."}}`. A query string holding a NUL '
+                f"character (`%00`) is refused on every path with 400 `{ErrorCode.INVALID}`. "
+                "Answers are marked `Cache-Control: private, no-store`."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"session": []}],
+        "paths": paths,
+        "components": _components(),
+    }
+    return json.loads(json.dumps(described))  # a copy: responses are shared between operations

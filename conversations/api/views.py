@@ -34,9 +34,9 @@ from conversations.api import bodies
 from conversations.api.auth import SAFE_METHODS, ApiError, api_view, csrf_refusal
 from conversations.api.serializers import conversation_json, message_json
 from conversations.db import release_connection
-from conversations.errors import SERVER_ERROR_MESSAGE, api_error
+from conversations.errors import SERVER_ERROR_MESSAGE, ErrorCode, api_error
 from conversations.models import Conversation, Message
-from conversations.replies import running, sweeper, turns, watching
+from conversations.replies import events, running, sweeper, turns, watching
 from conversations.replies.quota import TooManyReplies, UserLimitReached
 
 logger = logging.getLogger(__name__)
@@ -59,16 +59,20 @@ def unknown(request: HttpRequest, path: str = "") -> JsonResponse:
         refusal = csrf_refusal(request)
         if refusal:
             return refusal
-    return api_error(404, "not_found", "There is no such API endpoint.")
+    return api_error(404, ErrorCode.NOT_FOUND, "There is no such API endpoint.")
 
 
 def _refused(refusal: Exception) -> ApiError:
     if isinstance(refusal, turns.ReplyInProgress):
-        return ApiError(409, "reply_in_progress", refusal.message)
+        return ApiError(409, ErrorCode.REPLY_IN_PROGRESS, refusal.message)
     retry_after = {"Retry-After": str(refusal.retry_after)}
     if isinstance(refusal, running.ProcessBusy):
-        return ApiError(503, "busy", refusal.message, headers=retry_after)
-    code = "too_many_replies" if isinstance(refusal, TooManyReplies) else "quota_exceeded"
+        return ApiError(503, ErrorCode.BUSY, refusal.message, headers=retry_after)
+    code = (
+        ErrorCode.TOO_MANY_REPLIES
+        if isinstance(refusal, TooManyReplies)
+        else ErrorCode.QUOTA_EXCEEDED
+    )
     return ApiError(429, code, refusal.message, headers=retry_after)
 
 
@@ -96,7 +100,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("a cursor's time has a zone")
         return updated_at.astimezone(UTC), conversation_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
-        raise ApiError(400, "invalid", "`cursor` is not one this API gave out.") from None
+        raise ApiError(400, ErrorCode.INVALID, "`cursor` is not one this API gave out.") from None
 
 
 def _page_size(request: HttpRequest) -> int:
@@ -105,7 +109,7 @@ def _page_size(request: HttpRequest) -> int:
         return PAGE_SIZE
     # ASCII digits only: str.isdigit also takes "²", which int() refuses.
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE_SIZE:
-        raise ApiError(400, "invalid", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
+        raise ApiError(400, ErrorCode.INVALID, f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
     return int(value)
 
 
@@ -202,8 +206,8 @@ async def messages(request: HttpRequest, user: User, conversation_id: uuid.UUID)
 
 
 def _sse(event: str, data: dict) -> str:
-    if event == "keep-alive":
-        return ": keep-alive\n\n"
+    if event == events.STREAM_KEEPALIVE:
+        return f": {events.STREAM_KEEPALIVE}\n\n"
     return f"event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
@@ -234,28 +238,38 @@ async def _reply_response(
 
     async def stream() -> AsyncIterator[str]:
         # A client that hangs up cancels this, not the generation: the reply still completes.
-        yield _sse("start", turn)
+        yield _sse(events.STREAM_START, turn)
         try:
             async for event, data in watching.reply_events(reply.pk):
                 if event == "delta":
-                    yield _sse("delta", {"text": data})
+                    yield _sse(events.STREAM_DELTA, {"text": data})
                 elif event == "done":
-                    yield _sse("done", message_json(data))
+                    yield _sse(events.STREAM_DONE, message_json(data))
                 elif event == "cut":
                     # Never a `done` with less text than the client was sent.
                     reply_as_stored = message_json(data)
                     yield _sse(
-                        "error",
-                        {"code": "interrupted", "message": CUT_MESSAGE, "reply": reply_as_stored},
+                        events.STREAM_ERROR,
+                        {
+                            "code": ErrorCode.INTERRUPTED,
+                            "message": CUT_MESSAGE,
+                            "reply": reply_as_stored,
+                        },
                     )
                 else:
                     yield _sse(event, {})
         except watching.ReplyGone:
-            yield _sse("error", {"code": "not_found", "message": "The conversation was deleted."})
+            yield _sse(
+                events.STREAM_ERROR,
+                {"code": ErrorCode.NOT_FOUND, "message": "The conversation was deleted."},
+            )
         except Exception:
             # The reply goes on and is stored; this response cannot follow it any further.
             logger.exception("Streaming reply %s to an API client failed", reply.pk)
-            yield _sse("error", {"code": "server_error", "message": SERVER_ERROR_MESSAGE})
+            yield _sse(
+                events.STREAM_ERROR,
+                {"code": ErrorCode.SERVER_ERROR, "message": SERVER_ERROR_MESSAGE},
+            )
 
     response = StreamingHttpResponse(stream(), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

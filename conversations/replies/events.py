@@ -1,4 +1,5 @@
-"""The realtime protocol, defined once: channel-layer groups, event types and their messages.
+"""The realtime protocol, defined once: channel-layer groups, event types and their messages,
+and the names of the events an API client reads while a reply streams.
 
 Who hears what:
 - `user_group(user_id)`: every open page of a user (the conversation list changed);
@@ -38,6 +39,13 @@ GENERATION_FOLLOW = "generation.follow"  # send `reply_channel` the text from `o
 GENERATION_UNFOLLOW = "generation.unfollow"
 # To a listener of our own, to end its receive loop (cancelling a receive hurts channels-redis).
 LISTENER_CLOSED = "listener.closed"
+
+# The API's server-sent events of a reply (conversations/api.py, documented in api_schema.py).
+STREAM_START = "start"  # the stored question and the reply's first state
+STREAM_DELTA = "delta"  # the next piece of the reply's text
+STREAM_DONE = "done"  # the reply as stored, at the end
+STREAM_ERROR = "error"  # instead of `done`: the stream cannot follow the reply any further
+STREAM_KEEPALIVE = "keep-alive"  # a comment, not an event, while the model is silent
 
 
 # Close codes (private range 4000-4999; htmx reconnects only after 1006, 1011, 1012, 1013).
