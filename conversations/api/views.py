@@ -230,7 +230,7 @@ async def _reply_response(
     if _wants_json(request):
         try:
             async for event, data in watching.reply_events(reply.pk):
-                if event in ("done", "cut"):
+                if event in (watching.FINISHED, watching.CUT):
                     turn["reply"] = message_json(data)
         except watching.ReplyGone:
             raise Http404 from None
@@ -241,11 +241,11 @@ async def _reply_response(
         yield _sse(events.STREAM_START, turn)
         try:
             async for event, data in watching.reply_events(reply.pk):
-                if event == "delta":
+                if event == watching.TEXT:
                     yield _sse(events.STREAM_DELTA, {"text": data})
-                elif event == "done":
+                elif event == watching.FINISHED:
                     yield _sse(events.STREAM_DONE, message_json(data))
-                elif event == "cut":
+                elif event == watching.CUT:
                     # Never a `done` with less text than the client was sent.
                     reply_as_stored = message_json(data)
                     yield _sse(
@@ -257,7 +257,7 @@ async def _reply_response(
                         },
                     )
                 else:
-                    yield _sse(event, {})
+                    yield _sse(events.STREAM_KEEPALIVE, {})
         except watching.ReplyGone:
             yield _sse(
                 events.STREAM_ERROR,

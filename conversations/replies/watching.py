@@ -150,12 +150,19 @@ def stored_if_finished(reply_id: uuid.UUID) -> Message | None:
     return None if reply.is_streaming else reply
 
 
+# What `reply_events` yields, each with its data.
+TEXT = "delta"  # the next piece of the reply's text
+QUIET = "keep-alive"  # nothing new for CHAT_API_KEEPALIVE_SECONDS
+FINISHED = "done"  # the reply as stored, at the end
+CUT = "cut"  # the reply as stored, at the end, shorter than what was sent
+
+
 async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]:
-    """Follow one reply from its start: ("delta", text) as it arrives, ("keep-alive", None)
-    after CHAT_API_KEEPALIVE_SECONDS of silence, and at last ("done", the reply as stored).
+    """Follow one reply from its start: (TEXT, text) as it arrives, (QUIET, None) after
+    CHAT_API_KEEPALIVE_SECONDS of silence, and at last (FINISHED, the reply as stored).
     Raises ReplyGone if it is deleted meanwhile.
 
-    The last event is ("cut", the reply as stored) instead when less of it was stored than was
+    The last event is (CUT, the reply as stored) instead when less of it was stored than was
     sent: its generator was taken for dead midway (a paused process) and the reply marked
     interrupted with the text of its last write, which its late writes do not change.
     """
@@ -183,7 +190,7 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
                 fresh = await follower.fresh_text(event)
                 if fresh:
                     last_sent = now
-                    yield "delta", fresh
+                    yield TEXT, fresh
             elif event is not None or now - last_reconciled >= reconcile_every:
                 last_reconciled = now
                 # The generator says it is done, or it is not here and has been quiet: the
@@ -193,15 +200,15 @@ async def reply_events(reply_id: uuid.UUID) -> AsyncIterator[tuple[str, object]]
             if finished is not None:
                 shown = follower.offsets.get(key, 0)
                 if len(finished.content) < shown:
-                    yield "cut", finished
+                    yield CUT, finished
                     return
                 if len(finished.content) > shown:
-                    yield "delta", finished.content[shown:]
-                yield "done", finished
+                    yield TEXT, finished.content[shown:]
+                yield FINISHED, finished
                 return
             if now - last_sent >= keepalive:
                 last_sent = now
-                yield "keep-alive", None
+                yield QUIET, None
     finally:
         await follower.close()
 
