@@ -93,6 +93,7 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+CSRF_FAILURE_VIEW = "conversations.errors.csrf_failure"  # JSON under /api/, like every API answer
 
 INSTALLED_APPS = [
     "daphne",

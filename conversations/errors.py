@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
-from django.views import defaults
+from django.views import csrf, defaults
 from psycopg_pool import PoolTimeout
 
 from conversations.replies import running
@@ -124,6 +124,13 @@ def permission_denied(request: HttpRequest, exception: Exception) -> HttpRespons
     if is_api(request):
         return api_error(403, ErrorCode.FORBIDDEN, "This is not allowed.")
     return defaults.permission_denied(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: under /api/ the API's JSON refusal, elsewhere Django's page."""
+    if is_api(request):
+        return api_error(403, ErrorCode.CSRF_FAILED, f"CSRF verification failed: {reason}")
+    return csrf.csrf_failure(request, reason)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -775,3 +775,32 @@ def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypat
     section = page.by_id("listConversations")
     assert section.all(class_name="api-summary")[0].text() == payload
     assert payload in page.all("h1")[0].text()
+
+
+def test_the_schema_refuses_another_method_with_json(client) -> None:
+    response = client.post(reverse("api_openapi"))
+
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_a_forged_post_under_the_api_is_refused_with_json(alice) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+
+    response = browser.post(reverse("api_openapi"))
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+    assert response.json()["error"]["message"].startswith("CSRF verification failed")
+
+
+def test_a_forged_post_to_a_page_still_gets_djangos_page(alice) -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(alice)
+
+    response = browser.post(reverse("conversation_start"))
+
+    assert response.status_code == 403
+    assert response["Content-Type"].startswith("text/html")

@@ -12,13 +12,20 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from conversations.api.schema import schema
+from conversations.errors import ErrorCode, api_error
 
 METHODS = ["get", "post", "patch", "put", "delete"]
 SAMPLE_ID = "0b5c2c1e-7a4d-4f53-9c36-2f1d8e6a9b10"
 
 
-@require_GET
 def openapi(request: HttpRequest) -> JsonResponse:
+    """The schema; JSON at every status, as everything under /api/."""
+    if request.method not in ("GET", "HEAD"):
+        refusal = api_error(
+            405, ErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here."
+        )
+        refusal["Allow"] = "GET, HEAD"
+        return refusal
     return JsonResponse(schema(), json_dumps_params={"indent": 2})
 
 

@@ -89,20 +89,11 @@ REFUSAL = {
     "description": "Not an operation of the API: a refusal.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
-DJANGO_REFUSAL = {
-    "description": "Django's own refusal, as on the pages.",
-    "content": {"text/html": {}},
-}
 
 
-def _undocumented(path: str) -> dict:
-    """What an answer on a path or with a method the schema does not list may be: a refusal
-    with the API's `Error` body. The schema's own route is a plain Django view, not an API
-    endpoint: another method gets Django's 405, and a session's POST without its CSRF token
-    Django's 403 page, as the pages do."""
-    if path == reverse("api_openapi"):
-        return {"4XX": REFUSAL, "5XX": REFUSAL, "403": DJANGO_REFUSAL, "405": DJANGO_REFUSAL}
-    return {"4XX": REFUSAL, "5XX": REFUSAL}
+# What an answer on a path or with a method the schema does not list may be: a refusal with the
+# API's `Error` body.
+UNDOCUMENTED = {"4XX": REFUSAL, "5XX": REFUSAL}
 
 
 def _operation(described: dict, method: str, path: str) -> tuple[str, dict | None]:
@@ -126,7 +117,7 @@ class BodyCheck:
         self.described = _described(json.dumps(schema()))
         self.validators: dict[str, Draft202012Validator] = {}
         template, operation = _operation(self.described, method, path)
-        responses = operation["responses"] if operation else _undocumented(path)
+        responses = operation["responses"] if operation else UNDOCUMENTED
         self.where = f"{method} {template} answered {status}"
         if not operation:
             self.where += " (no such operation in the schema)"
