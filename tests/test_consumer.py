@@ -9,8 +9,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.urls import reverse
 
+from conversations.llm.wire import estimate_prompt_tokens, usage_dict
 from conversations.models import Conversation, Message
-from tests.fake_openai import Reply, estimate_prompt_tokens, usage_dict
+from tests.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}
