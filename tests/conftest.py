@@ -27,7 +27,7 @@ from chatsite.asgi import application
 from conversations.llm import client
 from conversations.models import Conversation, Message
 from conversations.replies import running
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 PASSWORD = "correct horse battery staple"
 SITE_ORIGIN = "http://localhost"
@@ -78,9 +78,10 @@ def static_files_scanned_once() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def quick_password_hashing(settings) -> None:
-    """Most tests create users; the production hasher is slow on purpose (tests/hashers.py)."""
+    """Most tests create users; the production hasher is slow on purpose
+    (tests/support/hashers.py)."""
     settings.PASSWORD_HASHERS = [
-        "tests.hashers.QuickPBKDF2PasswordHasher",
+        "tests.support.hashers.QuickPBKDF2PasswordHasher",
         *django_settings.PASSWORD_HASHERS,
     ]
 

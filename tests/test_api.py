@@ -24,10 +24,10 @@ from accounts.models import ApiToken, User
 from conversations.api import docs as api_docs
 from conversations.api.schema import schema
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne
+from tests.support.xss import PAYLOADS
 from tests.test_hostile_input import assert_inert
-from tests.xss import PAYLOADS
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 The whole stack runs for real: allauth's pages, htmx, the websocket that streams replies, and
 Markdown rendering, served by daphne in a subprocess over the test database. The model is
-tests.fake_openai, scripted per test. Screenshots of key moments are saved in test-artifacts/.
+tests.support.fake_openai, scripted per test. Screenshots of key moments are saved in
+test-artifacts/.
 
 Everything here happens through the browser, as a user would do it: while Playwright runs, an
 event loop runs in this thread, so the Django ORM would refuse to work here anyway.
@@ -18,8 +19,8 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS, Daphne
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ARTIFACTS, Daphne
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,8 +11,8 @@ import httpx2
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ARTIFACTS
 from tests.test_browser import (  # noqa: F401  (fixtures)
     REPLY_TIMEOUT_MS,
     browser,

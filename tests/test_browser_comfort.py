@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.test_browser import (  # noqa: F401 (fixtures, used by name)
     COUNTING_REPLY,
     REPLY_TIMEOUT_MS,

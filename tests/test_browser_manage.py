@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from accounts.models import User
 from conversations.models import Conversation, Message
 from tests import test_browser as shared
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.test_browser import PASSWORD, screenshot, send, sign_up, wait_for_status
 
 # The live stack of tests/test_browser.py: daphne over the test database, the fake model and

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests import test_browser as live_chat
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.test_browser import latest_reply, screenshot, send, sign_up, wait_for_status
 
 # The live stack of tests/test_browser.py (chromium, daphne, the fake model), reused as it is.

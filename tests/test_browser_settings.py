@@ -11,8 +11,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from conversations.llm.providers import choice_value
 from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS, Daphne
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ARTIFACTS, Daphne
 from tests.test_browser import (  # noqa: F401 (fixtures)
     REPLY_TIMEOUT_MS,
     browser,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne
 from tests.test_browser import (  # noqa: F401  (fixtures)
     PASSWORD,
     browser,

@@ -16,8 +16,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from chatsite import startup
-from tests.fresh_clone import make_clone, newcomer_environment
-from tests.live import free_port
+from tests.support.fresh_clone import make_clone, newcomer_environment
+from tests.support.live import free_port
 
 ROOT = Path(settings.BASE_DIR)
 # A PostgreSQL URL that is never connected to: settings are read, nothing more.

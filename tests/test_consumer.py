@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from conversations.llm.wire import estimate_prompt_tokens, usage_dict
 from conversations.models import Conversation, Message
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}

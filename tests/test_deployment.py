@@ -25,8 +25,8 @@ from playwright.sync_api import expect, sync_playwright
 from accounts.models import User
 from conversations.models import Message
 from tests.conftest import PASSWORD
-from tests.live import Daphne
-from tests.xss import executable_markup, parse
+from tests.support.live import Daphne
+from tests.support.xss import executable_markup, parse
 
 ROOT = Path(settings.BASE_DIR)
 CHROMIUM = Path("/usr/bin/chromium")

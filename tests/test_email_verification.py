@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from accounts.models import User
 from tests.conftest import PASSWORD
-from tests.visitors import sign_in, some_email, visitor
+from tests.support.visitors import sign_in, some_email, visitor
 
 pytestmark = pytest.mark.django_db
 

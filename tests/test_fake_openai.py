@@ -1,4 +1,4 @@
-"""Tests for ``tests.fake_openai``, driven by the real ``openai`` SDK over real HTTP.
+"""Tests for ``tests.support.fake_openai``, driven by the real ``openai`` SDK over real HTTP.
 
 What the SDK (openai 3.57.0 on httpx2 2.16.2) raises for each fault, as pinned by
 the tests below. Map errors in this order: ``APITimeoutError`` is a subclass of
@@ -47,7 +47,7 @@ import openai
 import pytest
 
 from conversations.llm.wire import split_into_tokens
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -456,7 +456,8 @@ def test_bad_requests_get_openai_style_errors(server: FakeOpenAI) -> None:
 
 def test_standalone_mode_serves_until_terminated() -> None:
     repo_root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--text", "from cli"]
+    module = "tests.support.fake_openai"
+    command = [sys.executable, "-m", module, "--port", "0", "--text", "from cli"]
     with subprocess.Popen(command, cwd=repo_root, stderr=subprocess.PIPE, text=True) as process:
         try:
             assert process.stderr is not None

@@ -2,7 +2,7 @@
 elsewhere or fed junk, and messages too long for the site. Password guessing is in
 tests/test_login_limits.py.
 
-The XSS corpus and the HTML auditor are in tests/xss.py.
+The XSS corpus and the HTML auditor are in tests/support/xss.py.
 """
 
 import asyncio
@@ -31,11 +31,11 @@ from conversations.replies import announce, running
 from conversations.replies.turns import title_from
 from conversations.sockets.routing import websocket_urlpatterns
 from tests.conftest import SITE_ORIGIN
-from tests.fake_openai import Reply
-from tests.ledger import paid_reply
-from tests.live import ChatClient, Daphne
+from tests.support.fake_openai import Reply
+from tests.support.ledger import paid_reply
+from tests.support.live import ChatClient, Daphne
 from tests.support.replies import wait_for_reply
-from tests.xss import (
+from tests.support.xss import (
     INERT_PAYLOADS,
     PAYLOADS,
     Element,

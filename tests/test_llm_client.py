@@ -9,7 +9,7 @@ from django.urls import reverse
 from conversations.llm import client
 from conversations.llm.wire import estimate_prompt_tokens, usage_dict
 from conversations.models import Message
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 QUESTION = [{"role": "user", "content": "Where should I go in May?"}]

@@ -16,7 +16,7 @@ from conversations.llm.wire import (
     split_into_tokens,
     sse_event,
 )
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 
 @pytest.mark.parametrize(

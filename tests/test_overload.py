@@ -25,8 +25,8 @@ from conversations import errors
 from conversations.api import views as api
 from conversations.models import Conversation, Message
 from conversations.replies import running, stop
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
 from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

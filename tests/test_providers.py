@@ -20,10 +20,10 @@ from conversations.llm import providers
 from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
 from tests.conftest import LOCAL_MODELS, PASSWORD, ROUTER_KEY, ROUTER_MODELS
-from tests.fake_openai import Reply
-from tests.live import free_port
+from tests.support.fake_openai import Reply
+from tests.support.live import free_port
 from tests.support.replies import wait_for_reply
-from tests.xss import Element, parse
+from tests.support.xss import Element, parse
 
 HTMX = {"HX-Request": "true"}
 

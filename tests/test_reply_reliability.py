@@ -24,8 +24,8 @@ from accounts.models import ApiToken
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message
 from conversations.replies import running, sweeper, writer
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
 from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ROOT, ChatClient, Daphne, ReplyWatcher, free_port, watch_until_finished
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import (
+    ROOT,
+    ChatClient,
+    Daphne,
+    ReplyWatcher,
+    free_port,
+    watch_until_finished,
+)
 from tests.test_scaleout import (
     API_KEY,
     FULL_TEXT,

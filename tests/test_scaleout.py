@@ -17,8 +17,8 @@ from django.conf import settings
 
 from accounts.models import ApiToken
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import (
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import (
     ChatClient,
     Daphne,
     ReplyWatcher,

@@ -11,9 +11,15 @@ from django.utils import timezone
 
 from conversations import search
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
-from tests.xss import PAYLOADS, Element, executable_markup, foreign_markup_in_user_content, parse
+from tests.support.xss import (
+    PAYLOADS,
+    Element,
+    executable_markup,
+    foreign_markup_in_user_content,
+    parse,
+)
 
 HTMX = {"HX-Request": "true"}
 

@@ -10,7 +10,7 @@ from django.conf import settings
 
 from conversations.models import Conversation
 from conversations.replies import events
-from tests.live import ChatClient, Daphne, session_key
+from tests.support.live import ChatClient, Daphne, session_key
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -14,7 +14,7 @@ from accounts.models import User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
 from tests.conftest import PASSWORD
-from tests.ledger import paid_reply
+from tests.support.ledger import paid_reply
 
 MODEL_A = "gpt-4o-mini"
 MODEL_B = "llama3.2"

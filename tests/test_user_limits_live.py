@@ -19,8 +19,8 @@ import pytest
 from accounts.models import ApiToken, User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne, server_env
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne, server_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from conversations.models import Message
 from conversations.replies import events, generate, running, watching
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

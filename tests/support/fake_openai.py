@@ -19,7 +19,7 @@ Each chat request consumes the next scripted ``Reply``; when the script is empty
 thread, so the same ``with`` block works in sync tests, async tests (any loop) and
 scripts. Standalone, for manual testing and load tests::
 
-    python -m tests.fake_openai --port 8090 --delay 0.02 --text "Hello there"
+    python -m tests.support.fake_openai --port 8090 --delay 0.02 --text "Hello there"
 
 Run it as a separate process for benchmarks: in-process it shares the GIL with
 the client under test and would skew the numbers.
@@ -829,7 +829,7 @@ DEFAULT_PORT = 8090
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_openai",
+        prog="python -m tests.support.fake_openai",
         description="Serve a fake OpenAI-compatible API until interrupted.",
     )
     parser.add_argument("--host", default="127.0.0.1")
