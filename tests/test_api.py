@@ -26,8 +26,7 @@ from conversations.api.schema import schema
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live import Daphne
-from tests.support.xss import PAYLOADS
-from tests.test_hostile_input import assert_inert
+from tests.support.xss import PAYLOADS, assert_inert
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -12,8 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from tests.support.xss import PAYLOADS
-from tests.test_hostile_input import assert_inert
+from tests.support.xss import PAYLOADS, assert_inert
 
 
 def api_get(key: str, path: str = "/api/v1/conversations"):

@@ -10,9 +10,9 @@ from django.conf import settings
 from playwright.sync_api import Browser, Page, expect
 
 from conversations.llm.providers import choice_value
-from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live import ARTIFACTS, Daphne
+from tests.support.providers import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
 from tests.test_browser import (  # noqa: F401 (fixtures)
     REPLY_TIMEOUT_MS,
     browser,

@@ -24,8 +24,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import User
 from conversations.models import Message
-from tests.conftest import PASSWORD
 from tests.support.live import Daphne
+from tests.support.visitors import PASSWORD
 from tests.support.xss import executable_markup, parse
 
 ROOT = Path(settings.BASE_DIR)

@@ -30,15 +30,16 @@ from conversations.models import TITLE_MAX_LENGTH, Conversation, Message, ShareL
 from conversations.replies import announce, running
 from conversations.replies.turns import title_from
 from conversations.sockets.routing import websocket_urlpatterns
-from tests.conftest import SITE_ORIGIN
 from tests.support.fake_openai import Reply
 from tests.support.ledger import paid_reply
 from tests.support.live import ChatClient, Daphne
 from tests.support.replies import wait_for_reply
+from tests.support.sockets import SITE_ORIGIN
 from tests.support.xss import (
     INERT_PAYLOADS,
     PAYLOADS,
     Element,
+    assert_inert,
     executable_markup,
     foreign_markup_in_user_content,
     parse,
@@ -46,15 +47,6 @@ from tests.support.xss import (
 
 HTMX = {"HX-Request": "true"}
 ALL_PAYLOADS = "\n\n".join(PAYLOADS.values())
-
-
-def assert_inert(html: str, *, admin: bool = False) -> Element:
-    """Nothing in the page would run, and user text holds no markup; returns the parsed page.
-    The admin draws its icons with inline <svg>, which our own pages never use."""
-    own_elements = frozenset({"svg"} if admin else ())
-    assert executable_markup(html, own_elements=own_elements) == []
-    assert foreign_markup_in_user_content(html) == []
-    return parse(html)
 
 
 def texts_of(document: Element, class_name: str) -> list[str]:

@@ -18,9 +18,9 @@ from django.utils import timezone
 from conversations import sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from conversations.replies import generate, running
-from tests.conftest import open_home_socket
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
+from tests.support.sockets import open_home_socket
 from tests.support.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}

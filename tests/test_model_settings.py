@@ -11,9 +11,9 @@ from accounts.models import User
 from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
 from tests.support.fake_openai import Reply
+from tests.support.providers import picker, selected
 from tests.support.replies import wait_for_reply
 from tests.support.xss import parse
-from tests.test_providers import picker, selected
 
 HTMX = {"HX-Request": "true"}
 ROUTER_GPT = choice_value("router", "openai/gpt-4o")

@@ -20,17 +20,12 @@ from tests.support.live import (
     Daphne,
     ReplyWatcher,
     free_port,
-    watch_until_finished,
-)
-from tests.test_scaleout import (
-    API_KEY,
-    FULL_TEXT,
-    WORDS,
     server_env,
     session_key,
-    shared_services,
     streaming_reply,
+    watch_until_finished,
 )
+from tests.support.scaleout import API_KEY, FULL_TEXT, WORDS, shared_services
 
 pytestmark = [pytest.mark.django_db(transaction=True), shared_services]
 

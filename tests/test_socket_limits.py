@@ -13,7 +13,7 @@ from django.test import AsyncClient
 from accounts.models import User
 from conversations.replies import events
 from conversations.sockets.slots import SocketSlot
-from tests.conftest import home_page_socket
+from tests.support.sockets import home_page_socket
 
 # A handshake reads the session and claims a place in worker threads: on a busy machine that
 # takes more than the test communicator's default second.

@@ -13,8 +13,8 @@ from django.urls import reverse
 from accounts.models import User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
-from tests.conftest import PASSWORD
 from tests.support.ledger import paid_reply
+from tests.support.visitors import PASSWORD
 
 MODEL_A = "gpt-4o-mini"
 MODEL_B = "llama3.2"

@@ -332,3 +332,12 @@ def foreign_markup_in_user_content(html: str) -> list[str]:
         for element in list(container.iter())[1:]:
             findings.append(f"markup inside {container.describe()}: {element.describe()}")
     return findings
+
+
+def assert_inert(html: str, *, admin: bool = False) -> Element:
+    """Nothing in the page would run, and user text holds no markup; returns the parsed page.
+    The admin draws its icons with inline <svg>, which our own pages never use."""
+    own_elements = frozenset({"svg"} if admin else ())
+    assert executable_markup(html, own_elements=own_elements) == []
+    assert foreign_markup_in_user_content(html) == []
+    return parse(html)
