@@ -622,6 +622,7 @@ def wait_until_finished(reply_id: str, timeout: float = 20) -> Message:
     raise AssertionError(f"reply {reply_id} still streaming after {timeout}s")
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_streams_as_events_whose_deltas_make_up_the_stored_reply(
     server, model, alice, alice_key
@@ -648,6 +649,7 @@ def test_a_reply_streams_as_events_whose_deltas_make_up_the_stored_reply(
     assert "keep-alive" in stream.comments  # the model took a second to start
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_conversation_created_with_a_message_streams_its_reply(server, model, alice_key):
     model.script(Reply(text="Lisbon, in May."))
@@ -663,6 +665,7 @@ def test_a_conversation_created_with_a_message_streams_its_reply(server, model, 
     assert conversation.messages.get(role="assistant").content == "Lisbon, in May."
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_client_that_hangs_up_midway_does_not_stop_the_reply(server, model, alice, alice_key):
     conversation = Conversation.objects.create(owner=alice)
@@ -683,6 +686,7 @@ def test_a_client_that_hangs_up_midway_does_not_stop_the_reply(server, model, al
     assert reply.content == FULL_TEXT
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_an_upstream_failure_ends_the_stream_with_the_error_and_the_text_so_far(
     server, model, alice, alice_key
@@ -701,6 +705,7 @@ def test_an_upstream_failure_ends_the_stream_with_the_error_and_the_text_so_far(
     assert done["error"] == reply.error_text and done["error"]
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_stopped_through_the_api_ends_the_stream_as_stopped(
     server, model, alice, alice_key

@@ -76,6 +76,7 @@ def run_in_production_profile(*command: str, home: Path) -> subprocess.Completed
     )
 
 
+@pytest.mark.live
 def test_the_documented_secret_key_is_made_once_and_kept_for_every_process(tmp_path) -> None:
     report = "from django.conf import settings; print(settings.SECRET_KEY)"
 
@@ -113,6 +114,7 @@ def test_the_documented_servers_are_named_as_the_proxys_upstreams_not_as_address
         assert "proxy" in comment, line
 
 
+@pytest.mark.live
 def test_daphne_says_where_it_listens() -> None:
     with Daphne("where-it-listens") as server:
         deadline = time.monotonic() + 10
@@ -122,6 +124,7 @@ def test_daphne_says_where_it_listens() -> None:
     assert f"Listening on TCP address 127.0.0.1:{server.port}" in server.log.read_text()
 
 
+@pytest.mark.live
 def test_the_documented_production_profile_passes_check_deploy(tmp_path) -> None:
     result = run_in_production_profile(
         sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING", home=tmp_path
@@ -132,6 +135,7 @@ def test_the_documented_production_profile_passes_check_deploy(tmp_path) -> None
     assert "WARNINGS" not in result.stdout + result.stderr
 
 
+@pytest.mark.live
 def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_forwards(
     tmp_path,
 ) -> None:
@@ -146,6 +150,7 @@ def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_fo
     assert result.stdout.split() == ["('HTTP_X_FORWARDED_PROTO',", "'https')", "1"]
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_server_in_the_production_profile_serves_https_only() -> None:
     hardening = {

@@ -454,6 +454,7 @@ def test_bad_requests_get_openai_style_errors(server: FakeOpenAI) -> None:
     assert server.requests == []
 
 
+@pytest.mark.live
 def test_standalone_mode_serves_until_terminated() -> None:
     repo_root = Path(__file__).resolve().parents[1]
     module = "tests.support.fake_openai"

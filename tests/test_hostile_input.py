@@ -633,6 +633,7 @@ async def test_junk_frames_get_an_error_and_disturb_no_one(
     assert 'id="conversation-list"' in await alices_page.receive()
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_real_server_survives_junk_and_oversized_frames(alice, alice_client, conversation):
     """Through daphne itself: a frame over its 1 MiB limit ends that socket (daphne drops the
@@ -753,6 +754,7 @@ def test_a_request_body_over_the_upload_limit_is_a_bad_request_and_stores_nothin
     assert stored_state() == before
 
 
+@pytest.mark.live
 def test_raising_the_message_limit_raises_the_request_body_limit_with_it() -> None:
     limit = 1_000_000
     report = (

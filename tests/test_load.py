@@ -11,7 +11,7 @@ from conversations.models import Conversation, Message
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.live, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 USERS = 40
 CONVERSATIONS_EACH = 5

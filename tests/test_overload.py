@@ -95,6 +95,7 @@ async def page_reply(client: ChatClient, socket, conversation: Conversation) -> 
     return watcher
 
 
+@pytest.mark.live
 def test_a_pool_of_two_connections_serves_50_api_and_50_page_replies_at_once():
     with FakeOpenAI(api_key=API_KEY) as model:
         # Every reply streams for a second: all hundred are streaming together.

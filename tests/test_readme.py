@@ -180,6 +180,7 @@ def blocks_to_run() -> list[Block]:
     return [b for b in readme_blocks() if any(not reason_not_run(c) for c in b.commands)]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("block", blocks_to_run(), ids=lambda block: block.heading)
 def test_a_readme_block_runs_as_written(clone: Path, block: Block) -> None:
     database = clone / (re.sub(r"\W+", "-", block.heading) + ".sqlite3")
@@ -243,6 +244,7 @@ def dev_server(clone: Path, port: int) -> Iterator[tuple[subprocess.Popen, int]]
             os.kill(daphne, signal.SIGKILL)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_dev_py_run_stops_daphne_with_it(clone: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
@@ -254,6 +256,7 @@ def test_dev_py_run_stops_daphne_with_it(clone: Path, stop_signal: signal.Signal
         assert port_is_free(port)
 
 
+@pytest.mark.live
 def test_dev_py_run_says_in_one_line_that_the_port_is_taken(clone: Path) -> None:
     with socket.socket() as other_server:
         other_server.bind(("127.0.0.1", 0))

@@ -270,6 +270,7 @@ async def test_a_reply_keeps_all_its_text_while_the_database_has_no_connection_t
     assert (events[-1][1]["status"], events[-1][1]["content"]) == ("complete", FULL_TEXT)
 
 
+@pytest.mark.live
 @on_postgresql
 def test_a_reply_ending_while_the_pool_is_exhausted_is_stored_whole_once_it_frees(alice):
     """A real daphne whose one pooled connection is held by a write waiting on a lock: the

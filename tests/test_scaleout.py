@@ -31,7 +31,7 @@ from tests.support.live import (
 )
 from tests.support.scaleout import API_KEY, FULL_TEXT, WORDS, shared_services
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

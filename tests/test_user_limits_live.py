@@ -22,7 +22,7 @@ from conversations.models import Conversation, Message, UsageEntry
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.live import Daphne, server_env
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 API_KEY = "sk-user-limits-tests"
 SENDS = 8
