@@ -3,7 +3,9 @@ and websockets watching a conversation the way a chat page does. What they are b
 what tests import, is in tests/support/; the browser tests' fixtures are in tests/browser/."""
 
 import asyncio
+import functools
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
@@ -13,10 +15,15 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache as django_cache
+from django.core.management.commands import flush
 from django.db import connections
+from django.db.models.signals import post_migrate
 from django.test import AsyncClient, Client
 from django.utils import timezone
+from httpx2._transports import default as httpx_transports
 from whitenoise.base import WhiteNoise
 
 from accounts.models import User
@@ -45,6 +52,27 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker) -> Iter
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
         connections.close_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_puts_back_what_migrate_made(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """A transactional test ends with `flush`, which empties every table and then runs the
+    post_migrate handlers to make the content types and permissions again: most of what such a
+    test's teardown costs. The same rows are put back instead, from a copy taken after migrate,
+    which is what those handlers would make."""
+    assert len(post_migrate.receivers) == 2, "a new post_migrate handler: put back its rows too"
+    with django_db_blocker.unblock():
+        made = [list(ContentType.objects.all()), list(Permission.objects.all())]
+    original = flush.emit_post_migrate_signal
+
+    def put_back(verbosity: int, interactive: bool, database: str, **kwargs) -> None:
+        for rows in made:
+            type(rows[0]).objects.using(database).bulk_create(rows)
+        ContentType.objects.clear_cache()
+
+    flush.emit_post_migrate_signal = put_back
+    yield
+    flush.emit_post_migrate_signal = original
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,6 +105,27 @@ def static_files_scanned_once() -> Iterator[None]:
     WhiteNoise.update_files_dictionary = update_files_dictionary
     yield
     WhiteNoise.update_files_dictionary = original
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_for_every_client() -> Iterator[None]:
+    """Each HTTP client the openai SDK makes loads the certificate authorities afresh, some 50 ms,
+    and the tests make one or more a test (the model client belongs to the test's event loop).
+    They speak plain HTTP to their fake servers: the clients share one verifying context."""
+    original = httpx_transports.create_ssl_context
+
+    @functools.cache
+    def shared(trust_env: bool) -> ssl.SSLContext:
+        return original(verify=True, cert=None, trust_env=trust_env)
+
+    def create_ssl_context(verify=True, cert=None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is True and cert is None:
+            return shared(trust_env)
+        return original(verify=verify, cert=cert, trust_env=trust_env)
+
+    httpx_transports.create_ssl_context = create_ssl_context
+    yield
+    httpx_transports.create_ssl_context = original
 
 
 @pytest.fixture(autouse=True)
