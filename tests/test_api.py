@@ -746,6 +746,7 @@ def test_a_reply_stopped_through_the_api_ends_the_stream_as_stopped(
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_hostile_text_comes_back_as_json_never_as_html(payload, make_conversation, token_client):
@@ -763,6 +764,7 @@ def test_hostile_text_comes_back_as_json_never_as_html(payload, make_conversatio
     assert listing.json()["data"][0]["title"] == payload[:TITLE_MAX_LENGTH].strip()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypatch):
     hostile = schema()

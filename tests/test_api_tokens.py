@@ -163,6 +163,7 @@ def test_the_admin_shows_tokens_by_prefix_and_never_their_hash(alice, admin_clie
         assert key not in page
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_hostile_token_names_stay_text(payload, alice, alice_client):

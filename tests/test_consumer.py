@@ -152,6 +152,7 @@ async def test_partial_text_reaches_the_page_before_the_reply_is_finished(
     assert socket.text_of(reply) == reply.content
 
 
+@pytest.mark.live
 async def test_a_page_opened_mid_reply_gets_the_text_so_far_then_the_rest(
     open_socket, alice_async_client, conversation, fake_openai
 ):

@@ -228,6 +228,7 @@ async def test_delay_spaces_chunks_in_time(server: FakeOpenAI) -> None:
     assert all(gap >= delay * 0.8 for gap in gaps), gaps
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 async def test_many_concurrent_streams(server: FakeOpenAI) -> None:
     count = 200

@@ -102,6 +102,7 @@ def hostile(request, make_conversation):
     return payload, conversation, question, reply
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_the_chat_page_and_in_the_edit_form(hostile, alice_client):
@@ -156,6 +157,7 @@ def admin_page(client: Client, url: str) -> Element:
     return assert_inert(client.get(url).content.decode(), admin=True)
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_in_the_admins_conversation_form(hostile, admin_client):
@@ -225,6 +227,7 @@ def test_hostile_model_names_stay_text_on_the_usage_page_and_the_admin_totals(
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_hostile_text_streamed_to_an_open_page_arrives_as_text(
@@ -821,6 +824,7 @@ def fenced(payload: str) -> str:
     return f"~~~~~python\n{payload}\n~~~~~\n\n~~~~~{payload.splitlines()[0]}\nprint(1)\n~~~~~"
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_text_in_code_blocks_and_language_names_stays_text(
@@ -838,6 +842,7 @@ def test_hostile_text_in_code_blocks_and_language_names_stays_text(
     assert shown.all("button", "copy-message")[0].attrs["data-copy-text"] == fenced(payload)
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_a_share_link_page(hostile, client):

@@ -261,6 +261,7 @@ class TestFailedReplies:
         assert "went wrong on the server" in failed.error_text
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_a_process_opens_at_most_openai_max_connections_at_once(limit, fake_openai, settings):

@@ -631,6 +631,7 @@ class TestSidebarPages:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_titles_stay_text_in_the_sidebar_forms_dialogs_and_archive(

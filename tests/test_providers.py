@@ -299,6 +299,7 @@ class TestMistakesInTheProvidersFile:
             "ones are: local, router."
         )
 
+    @pytest.mark.live
     def test_a_server_refuses_to_start_with_the_files_path_and_line(self, tmp_path) -> None:
         broken = tmp_path / "providers.toml"
         broken.write_text('[[providers]]\nslug = "local"\nbase_url = \n')

@@ -304,6 +304,7 @@ def test_a_reply_ending_while_the_pool_is_exhausted_is_stored_whole_once_it_free
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 async def test_replies_get_the_grace_period_to_finish_then_are_stored_interrupted_with_their_text(
     fake_openai, alice, token_of_alice, shutting_down

@@ -396,6 +396,7 @@ def test_a_message_of_another_conversation_changes_nothing(
         assert page.content.decode().count('<li id="message-') == 10
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_titles_and_messages_stay_text_in_results_and_snippets(

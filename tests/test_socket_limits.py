@@ -71,6 +71,7 @@ async def test_a_socket_past_the_cap_is_told_why_until_another_closes(alice, bob
         await page.disconnect()
 
 
+@pytest.mark.live
 async def test_a_live_socket_keeps_its_place_past_the_expiry(alice, settings):
     settings.CHAT_MAX_SOCKETS_PER_USER = 1
     settings.CHAT_SOCKET_RECHECK_SECONDS = 0.1  # places expire after a second unless renewed

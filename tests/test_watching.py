@@ -136,6 +136,7 @@ async def test_a_page_in_another_process_gets_the_text_through_its_channel(
     assert text == reply.content
 
 
+@pytest.mark.live
 async def test_a_quiet_reply_generated_here_is_waited_for_not_polled(
     conversation, fake_openai, settings, monkeypatch
 ):
