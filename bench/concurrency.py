@@ -97,7 +97,7 @@ class Outcome:
 
 
 def rebuild(stream: Stream) -> Outcome:
-    from tests.live import ReplyWatcher
+    from tests.support.live import ReplyWatcher
 
     watcher = ReplyWatcher()
     text_times = []
@@ -124,7 +124,7 @@ async def watch(stream: Stream, socket) -> None:
     CPU it needs to keep up); the other, rare frames are checked for the end of the reply. A
     reply shown interrupted may still finish (the page then shows it complete): watching goes on.
     """
-    from tests.live import ReplyWatcher
+    from tests.support.live import ReplyWatcher
 
     watcher = ReplyWatcher()
     try:

@@ -24,7 +24,7 @@ async def measure_flush_lag(conversation, via, reply_id_holder: dict) -> dict:
     from asgiref.sync import sync_to_async
 
     from conversations.models import Message
-    from tests.live import ReplyWatcher
+    from tests.support.live import ReplyWatcher
 
     watcher = ReplyWatcher()
     live: list[tuple[float, int]] = []  # (time, characters received so far)
@@ -69,8 +69,8 @@ def main() -> None:
     from django.core.management import call_command
 
     from conversations.models import Conversation, Message
-    from tests.fake_openai import FakeOpenAI, Reply
-    from tests.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
+    from tests.support.fake_openai import FakeOpenAI, Reply
+    from tests.support.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
 
     call_command("collectstatic", "--noinput", verbosity=0)
     user, session = signed_in_session("bench-durability@example.com")

@@ -88,7 +88,7 @@ async def through_sdk(client: openai.AsyncOpenAI, tokens: int) -> Run:
 
 
 async def through_app(browser: Browser, person: SignedIn, tokens: int) -> Run:
-    from tests.live import ReplyWatcher
+    from tests.support.live import ReplyWatcher
 
     watcher = ReplyWatcher()
     first_at = last_at = 0.0

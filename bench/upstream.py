@@ -1,4 +1,5 @@
-"""The model the benchmarks stream from: tests.fake_openai's server, in a process of its own.
+"""The model the benchmarks stream from: the fake OpenAI server of tests/support/fake_openai.py,
+in a process of its own.
 
     python -m bench.upstream --port 8001 --tokens 100 --delay 0.02 --unique 1000
 
@@ -13,7 +14,7 @@ import asyncio
 import signal
 import threading
 
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 API_KEY = "bench"
 

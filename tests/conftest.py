@@ -1,14 +1,13 @@
 """Shared fixtures: two users, their logged-in clients, conversations, a fake model provider
-and websockets watching a conversation the way a chat page does."""
+and websockets watching a conversation the way a chat page does. What they are built from, and
+what tests import, is in tests/support/; the browser tests' fixtures are in tests/browser/."""
 
 import asyncio
-import html
+import functools
 import os
-import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -16,10 +15,15 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache as django_cache
+from django.core.management.commands import flush
 from django.db import connections
+from django.db.models.signals import post_migrate
 from django.test import AsyncClient, Client
 from django.utils import timezone
+from httpx2._transports import default as httpx_transports
 from whitenoise.base import WhiteNoise
 
 from accounts.models import User
@@ -27,13 +31,19 @@ from chatsite.asgi import application
 from conversations.llm import client
 from conversations.models import Conversation, Message
 from conversations.replies import running
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.providers import (
+    LOCAL_MODELS,
+    ROUTER_KEY,
+    ROUTER_MODELS,
+    TwoProviders,
+    providers_toml,
+)
+from tests.support.sockets import SITE_ORIGIN, ChatSocket, websocket_path
+from tests.support.visitors import PASSWORD
 
 # Every API response a test receives is checked against the OpenAPI schema.
 pytest_plugins = ["tests.support.openapi"]
-
-PASSWORD = "correct horse battery staple"
-SITE_ORIGIN = "http://localhost"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,6 +55,27 @@ def close_connections_of_async_tests(django_db_setup, django_db_blocker) -> Iter
     with django_db_blocker.unblock():
         asyncio.run(sync_to_async(connections.close_all)())
         connections.close_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flush_puts_back_what_migrate_made(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """A transactional test ends with `flush`, which empties every table and then runs the
+    post_migrate handlers to make the content types and permissions again: most of what such a
+    test's teardown costs. The same rows are put back instead, from a copy taken after migrate,
+    which is what those handlers would make."""
+    assert len(post_migrate.receivers) == 2, "a new post_migrate handler: put back its rows too"
+    with django_db_blocker.unblock():
+        made = [list(ContentType.objects.all()), list(Permission.objects.all())]
+    original = flush.emit_post_migrate_signal
+
+    def put_back(verbosity: int, interactive: bool, database: str, **kwargs) -> None:
+        for rows in made:
+            type(rows[0]).objects.using(database).bulk_create(rows)
+        ContentType.objects.clear_cache()
+
+    flush.emit_post_migrate_signal = put_back
+    yield
+    flush.emit_post_migrate_signal = original
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,11 +110,33 @@ def static_files_scanned_once() -> Iterator[None]:
     WhiteNoise.update_files_dictionary = original
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_for_every_client() -> Iterator[None]:
+    """Each HTTP client the openai SDK makes loads the certificate authorities afresh, some 50 ms,
+    and the tests make one or more a test (the model client belongs to the test's event loop).
+    They speak plain HTTP to their fake servers: the clients share one verifying context."""
+    original = httpx_transports.create_ssl_context
+
+    @functools.cache
+    def shared(trust_env: bool) -> ssl.SSLContext:
+        return original(verify=True, cert=None, trust_env=trust_env)
+
+    def create_ssl_context(verify=True, cert=None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is True and cert is None:
+            return shared(trust_env)
+        return original(verify=verify, cert=cert, trust_env=trust_env)
+
+    httpx_transports.create_ssl_context = create_ssl_context
+    yield
+    httpx_transports.create_ssl_context = original
+
+
 @pytest.fixture(autouse=True)
 def quick_password_hashing(settings) -> None:
-    """Most tests create users; the production hasher is slow on purpose (tests/hashers.py)."""
+    """Most tests create users; the production hasher is slow on purpose
+    (tests/support/hashers.py)."""
     settings.PASSWORD_HASHERS = [
-        "tests.hashers.QuickPBKDF2PasswordHasher",
+        "tests.support.hashers.QuickPBKDF2PasswordHasher",
         *django_settings.PASSWORD_HASHERS,
     ]
 
@@ -203,93 +256,6 @@ def fake_openai(settings) -> Iterator[FakeOpenAI]:
         yield server
 
 
-_DELTA = re.compile(
-    r'<div hx-swap-oob="beforeend:#message-(?P<id>[0-9a-f-]+)-text">(?P<text>.*?)</div>', re.S
-)
-
-
-class ChatSocket:
-    """A chat page's websocket, its frames read the way the htmx ws extension applies them."""
-
-    def __init__(self, communicator: WebsocketCommunicator) -> None:
-        self.communicator = communicator
-        self.connected = False
-        self.frames: list[str] = []
-
-    async def receive(self, timeout: float = 5) -> str:
-        frame = await self.communicator.receive_from(timeout=timeout)
-        self.frames.append(frame)
-        return frame
-
-    async def receive_until_done(self, reply: Message, timeout: float = 10) -> str:
-        """Read frames until one shows the reply finished (complete, stopped, failed)."""
-        while True:
-            frame = await self.receive(timeout)
-            if shows_finished(frame, reply):
-                return frame
-
-    async def receive_until_text(self, reply: Message, timeout: float = 5) -> str:
-        """Read frames until some text of the streaming reply has arrived."""
-        while not self.text_of(reply):
-            await self.receive(timeout)
-        return self.text_of(reply)
-
-    def text_of(self, reply: Message) -> str:
-        """The streaming reply's text as the page shows it: the last copy of the whole reply
-        that a frame carried, then the deltas appended to it since."""
-        text = ""
-        for frame in self.frames:
-            whole = re.search(rf'id="message-{reply.pk}-text">(.*?)</div>', frame, re.S)
-            if whole:
-                text = html.unescape(whole[1])
-            for delta in _DELTA.finditer(frame):
-                if delta["id"] == str(reply.pk):
-                    text += html.unescape(delta["text"])
-        return text
-
-    def delta_count(self, reply: Message) -> int:
-        return sum(
-            delta["id"] == str(reply.pk)
-            for frame in self.frames
-            for delta in _DELTA.finditer(frame)
-        )
-
-
-def shows_finished(frame: str, reply: Message) -> bool:
-    """Whether the frame carries the reply, rendered in a final (not streaming) state."""
-    tag = re.search(rf'<li id="message-{reply.pk}"[^>]*>', frame)
-    return bool(tag) and "status-streaming" not in tag[0]
-
-
-async def websocket_path(conversation: Conversation, client: Client | None) -> str:
-    """The socket URL the conversation page tells htmx to open, as `client` sees the page."""
-    if client is not None:
-        browser = AsyncClient()
-        browser.cookies = client.cookies
-        response = await browser.get(conversation.get_absolute_url())
-        found = re.search(r'ws-connect="([^"]+)"', response.content.decode())
-        if response.status_code == 200 and found:
-            return html.unescape(found[1])
-    return f"/ws/c/{conversation.pk}/"
-
-
-def home_page_socket(client: Client | AsyncClient) -> WebsocketCommunicator:
-    """The socket of a new-chat page in that browser, not yet connected: it carries the
-    browser's session cookie and the page's Origin and Host. It hears the user's own events."""
-    name = django_settings.SESSION_COOKIE_NAME
-    cookie = f"{name}={client.cookies[name].value}".encode()
-    headers = [(b"origin", SITE_ORIGIN.encode()), (b"host", b"localhost"), (b"cookie", cookie)]
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
-
-
-async def open_home_socket(client: Client | AsyncClient) -> WebsocketCommunicator:
-    """A new-chat page's socket in that browser, open."""
-    communicator = home_page_socket(client)
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
 @pytest_asyncio.fixture
 async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
     """Open a conversation page's websocket as a browser would: the URL the page names, the
@@ -316,45 +282,6 @@ async def open_socket(alice_client: Client) -> AsyncIterator[Callable]:
     yield open_
     for socket in sockets:
         await socket.communicator.disconnect()
-
-
-# --------------------------------------------------------------------------- #
-# Several providers (conversations/llm/providers.py)
-# --------------------------------------------------------------------------- #
-
-LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")
-ROUTER_MODELS = ("meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o")
-ROUTER_KEY = "sk-router-test"
-
-
-def providers_toml(local: FakeOpenAI, router: FakeOpenAI, *, extra: str = "") -> str:
-    """A providers file naming two servers: `local` (Ollama-style ids, no key) and `router`
-    (OpenRouter-style ids, its key in ROUTER_TEST_KEY). Their manual lists differ from what
-    they serve, so a page shows which of the two it got."""
-    return f"""
-[[providers]]
-slug = "local"
-label = "Local Ollama"
-base_url = "{local.base_url}"
-models = ["manual-local-model"]
-default_model = "llama3.2:3b"
-
-[[providers]]
-slug = "router"
-label = "Router"
-base_url = "{router.base_url}"
-api_key_env = "ROUTER_TEST_KEY"
-models = ["manual-router-model"]
-default_model = "openai/gpt-4o"
-{extra}
-"""
-
-
-@dataclass
-class TwoProviders:
-    local: FakeOpenAI
-    router: FakeOpenAI
-    file: Path
 
 
 @pytest.fixture

@@ -31,7 +31,8 @@ from chatsite.asgi import application
 from conversations.models import Conversation, Message, ShareLink, UsageEntry
 from conversations.replies import announce
 from conversations.sockets.routing import websocket_urlpatterns
-from tests.conftest import PASSWORD, SITE_ORIGIN
+from tests.support.sockets import SITE_ORIGIN
+from tests.support.visitors import PASSWORD
 
 # Who may reach a route.
 OWNER = "owner"  # one conversation's data: its owner only; anyone else is told it does not exist

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from conversations.models import Message
-from tests.xss import Element, parse
+from tests.support.xss import Element, parse
 
 pytestmark = pytest.mark.django_db
 

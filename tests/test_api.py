@@ -24,10 +24,9 @@ from accounts.models import ApiToken, User
 from conversations.api import docs as api_docs
 from conversations.api.schema import schema
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
-from tests.test_hostile_input import assert_inert
-from tests.xss import PAYLOADS
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne
+from tests.support.xss import PAYLOADS, assert_inert
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -623,6 +622,7 @@ def wait_until_finished(reply_id: str, timeout: float = 20) -> Message:
     raise AssertionError(f"reply {reply_id} still streaming after {timeout}s")
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_streams_as_events_whose_deltas_make_up_the_stored_reply(
     server, model, alice, alice_key
@@ -649,6 +649,7 @@ def test_a_reply_streams_as_events_whose_deltas_make_up_the_stored_reply(
     assert "keep-alive" in stream.comments  # the model took a second to start
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_conversation_created_with_a_message_streams_its_reply(server, model, alice_key):
     model.script(Reply(text="Lisbon, in May."))
@@ -664,6 +665,7 @@ def test_a_conversation_created_with_a_message_streams_its_reply(server, model, 
     assert conversation.messages.get(role="assistant").content == "Lisbon, in May."
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_client_that_hangs_up_midway_does_not_stop_the_reply(server, model, alice, alice_key):
     conversation = Conversation.objects.create(owner=alice)
@@ -684,6 +686,7 @@ def test_a_client_that_hangs_up_midway_does_not_stop_the_reply(server, model, al
     assert reply.content == FULL_TEXT
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_an_upstream_failure_ends_the_stream_with_the_error_and_the_text_so_far(
     server, model, alice, alice_key
@@ -702,6 +705,7 @@ def test_an_upstream_failure_ends_the_stream_with_the_error_and_the_text_so_far(
     assert done["error"] == reply.error_text and done["error"]
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_reply_stopped_through_the_api_ends_the_stream_as_stopped(
     server, model, alice, alice_key
@@ -742,6 +746,7 @@ def test_a_reply_stopped_through_the_api_ends_the_stream_as_stopped(
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_hostile_text_comes_back_as_json_never_as_html(payload, make_conversation, token_client):
@@ -759,6 +764,7 @@ def test_hostile_text_comes_back_as_json_never_as_html(payload, make_conversatio
     assert listing.json()["data"][0]["title"] == payload[:TITLE_MAX_LENGTH].strip()
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_the_docs_page_shows_the_schemas_text_as_text(payload, client, monkeypatch):
     hostile = schema()

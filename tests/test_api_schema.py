@@ -17,7 +17,7 @@ from conversations.api.views import MAX_PAGE_SIZE
 from conversations.errors import ErrorCode
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from conversations.replies import events
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.openapi import expected_mismatch
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -12,8 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from tests.test_hostile_input import assert_inert
-from tests.xss import PAYLOADS
+from tests.support.xss import PAYLOADS, assert_inert
 
 
 def api_get(key: str, path: str = "/api/v1/conversations"):
@@ -164,6 +163,7 @@ def test_the_admin_shows_tokens_by_prefix_and_never_their_hash(alice, admin_clie
         assert key not in page
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 def test_hostile_token_names_stay_text(payload, alice, alice_client):

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from accounts.models import ApiToken
 from conversations.models import ShareLink
-from tests.conftest import PASSWORD
+from tests.support.visitors import PASSWORD
 
 
 def directives(response) -> set[str]:

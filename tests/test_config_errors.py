@@ -16,8 +16,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from chatsite import startup
-from tests.fresh_clone import make_clone, newcomer_environment
-from tests.live import free_port
+from tests.support.fresh_clone import make_clone, newcomer_environment
+from tests.support.live import free_port
 
 ROOT = Path(settings.BASE_DIR)
 # A PostgreSQL URL that is never connected to: settings are read, nothing more.
@@ -51,6 +51,7 @@ def refusal(result: subprocess.CompletedProcess) -> str:
     "command",
     [("createsuperuser",), ("makemigrations", "--check"), ("migrate",)],
 )
+@pytest.mark.live
 def test_without_a_secret_key_manage_py_says_how_to_set_one(command: tuple[str, ...]) -> None:
     line = refusal(manage_py(*command))
 
@@ -89,6 +90,7 @@ def test_without_a_secret_key_manage_py_says_how_to_set_one(command: tuple[str, 
         ("DATABASE_POOL_MIN", "20", "must be an integer from 0 to 10, got '20'."),
     ],
 )
+@pytest.mark.live
 def test_a_malformed_or_absurd_variable_is_named_with_its_value(
     variable: str, value: str, complaint: str
 ) -> None:
@@ -97,12 +99,14 @@ def test_a_malformed_or_absurd_variable_is_named_with_its_value(
     assert refusal(result) == f"{variable} {complaint}"
 
 
+@pytest.mark.live
 def test_a_database_url_of_an_unknown_kind_is_named() -> None:
     result = manage_py("check", SECRET_KEY="x", DATABASE_URL="postgress://chatsite@db/chatsite")
 
     assert refusal(result).startswith("DATABASE_URL is not usable: Scheme 'postgress://'")
 
 
+@pytest.mark.live
 def test_daphne_refuses_to_start_in_one_line() -> None:
     result = run(
         sys.executable,
@@ -119,6 +123,7 @@ def test_daphne_refuses_to_start_in_one_line() -> None:
     assert refusal(result) == "DATABASE_POOL_MAX must be an integer, got 'ten'."
 
 
+@pytest.mark.live
 def test_a_database_that_is_not_there_is_named_at_once() -> None:
     port = free_port()
 
@@ -132,6 +137,7 @@ def test_a_database_that_is_not_there_is_named_at_once() -> None:
     )
 
 
+@pytest.mark.live
 def test_a_role_the_database_does_not_know_is_named_with_the_servers_reason() -> None:
     database = settings.DATABASES["default"]
     if database["ENGINE"] != "django.db.backends.postgresql":
@@ -151,6 +157,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield make_clone(tmp_path_factory.mktemp("config-errors") / "chatsite")
 
 
+@pytest.mark.live
 def test_dev_py_run_stops_in_one_line_when_the_database_is_not_there(clone: Path) -> None:
     port = free_port()
 
@@ -170,6 +177,7 @@ def test_dev_py_run_stops_in_one_line_when_the_database_is_not_there(clone: Path
     assert "running" not in result.stdout
 
 
+@pytest.mark.live
 def test_a_production_server_refuses_to_start_before_collectstatic(clone: Path) -> None:
     result = run(
         sys.executable,

@@ -9,8 +9,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.urls import reverse
 
+from conversations.llm.wire import estimate_prompt_tokens, usage_dict
 from conversations.models import Conversation, Message
-from tests.fake_openai import Reply, estimate_prompt_tokens, usage_dict
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}
@@ -151,6 +152,7 @@ async def test_partial_text_reaches_the_page_before_the_reply_is_finished(
     assert socket.text_of(reply) == reply.content
 
 
+@pytest.mark.live
 async def test_a_page_opened_mid_reply_gets_the_text_so_far_then_the_rest(
     open_socket, alice_async_client, conversation, fake_openai
 ):

@@ -8,9 +8,9 @@ from django.urls import reverse
 
 from conversations.llm import context
 from conversations.models import Message
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
-from tests.xss import parse
+from tests.support.xss import parse
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 

@@ -1,7 +1,7 @@
 """Deployment: the production profile README documents passes `check --deploy` and serves
 HTTPS-only responses; every response carries the security headers and a Content Security
-Policy without inline scripts; and the pages, the chat with its websocket and the admin work
-under that policy in a real browser, with no violation reported.
+Policy without inline scripts. That the pages, the chat with its websocket and the admin work
+under that policy in a real browser is tests/browser/test_content_security_policy.py.
 """
 
 import os
@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,25 +19,14 @@ from django.conf import settings
 from django.templatetags.static import static
 from django.test import Client
 from django.urls import reverse
-from playwright.sync_api import expect, sync_playwright
 
 from accounts.models import User
 from conversations.models import Message
-from tests.conftest import PASSWORD
-from tests.live import Daphne
-from tests.xss import executable_markup, parse
+from tests.support.live import Daphne
+from tests.support.visitors import PASSWORD
+from tests.support.xss import executable_markup, parse
 
 ROOT = Path(settings.BASE_DIR)
-CHROMIUM = Path("/usr/bin/chromium")
-# Loaded CI machines can take seconds over a reply, however short.
-REPLY_TIMEOUT_MS = 20_000
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 # --------------------------------------------------------------------------- #
@@ -88,6 +76,7 @@ def run_in_production_profile(*command: str, home: Path) -> subprocess.Completed
     )
 
 
+@pytest.mark.live
 def test_the_documented_secret_key_is_made_once_and_kept_for_every_process(tmp_path) -> None:
     report = "from django.conf import settings; print(settings.SECRET_KEY)"
 
@@ -125,6 +114,7 @@ def test_the_documented_servers_are_named_as_the_proxys_upstreams_not_as_address
         assert "proxy" in comment, line
 
 
+@pytest.mark.live
 def test_daphne_says_where_it_listens() -> None:
     with Daphne("where-it-listens") as server:
         deadline = time.monotonic() + 10
@@ -134,6 +124,7 @@ def test_daphne_says_where_it_listens() -> None:
     assert f"Listening on TCP address 127.0.0.1:{server.port}" in server.log.read_text()
 
 
+@pytest.mark.live
 def test_the_documented_production_profile_passes_check_deploy(tmp_path) -> None:
     result = run_in_production_profile(
         sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING", home=tmp_path
@@ -144,6 +135,7 @@ def test_the_documented_production_profile_passes_check_deploy(tmp_path) -> None
     assert "WARNINGS" not in result.stdout + result.stderr
 
 
+@pytest.mark.live
 def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_forwards(
     tmp_path,
 ) -> None:
@@ -158,6 +150,7 @@ def test_behind_the_documented_proxy_clients_are_told_apart_by_the_address_it_fo
     assert result.stdout.split() == ["('HTTP_X_FORWARDED_PROTO',", "'https')", "1"]
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_server_in_the_production_profile_serves_https_only() -> None:
     hardening = {
@@ -307,130 +300,6 @@ def test_htmx_is_told_to_add_no_style_and_run_no_script() -> None:
     assert '"includeIndicatorStyles": false' in config[1]
     assert '"allowScriptTags": false' in config[1]
     assert '"allowEval": false' in config[1]
-
-
-# --------------------------------------------------------------------------- #
-# In a real browser
-# --------------------------------------------------------------------------- #
-
-# Recorded on every page: each Content Security Policy violation the browser reports.
-RECORD_VIOLATIONS = """
-window.cspViolations = [];
-document.addEventListener("securitypolicyviolation", event => {
-  window.cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"}`);
-});
-"""
-
-
-@pytest.fixture
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
-        if os.environ.get("CHATSITE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason} (CHATSITE_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-@pytest.fixture
-def signed_in_sessions(alice: User) -> dict[str, str]:
-    """Session keys of Alice and of a superuser, made before the browser starts (Playwright
-    runs an event loop in this thread, under which the ORM refuses to work)."""
-    sessions = {}
-    for name, user in {
-        "alice": alice,
-        "staff": User.objects.create_superuser("staff@example.com", PASSWORD),
-    }.items():
-        client = Client()
-        client.force_login(user)
-        sessions[name] = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return sessions
-
-
-@pytest.fixture
-def browser_server(chromium_path: Path) -> Iterator[Daphne]:
-    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
-        pytest.fail("Static files are not collected: run `python3 dev.py test`")
-    # The offline model, quick: the reply streams over the websocket in a moment.
-    with Daphne("csp-browser", CHAT_OFFLINE_TOKEN_DELAY="0.002", CHAT_AUTO_TITLE="0") as server:
-        yield server
-
-
-@pytest.mark.browser
-@pytest.mark.django_db(transaction=True)
-def test_the_chat_and_the_admin_work_in_a_browser_without_a_policy_violation(
-    signed_in_sessions: dict[str, str], browser_server: Daphne, chromium_path: Path
-) -> None:
-    table = "| left | right |\n|:--|--:|\n| a | 1 |"
-    reports: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
-
-        def visitor(session: str | None):
-            context = browser.new_context(base_url=browser_server.url)
-            context.set_default_timeout(15_000)
-            context.add_init_script(RECORD_VIOLATIONS)
-            if session:
-                context.add_cookies(
-                    [
-                        {
-                            "name": settings.SESSION_COOKIE_NAME,
-                            "value": session,
-                            "url": browser_server.url,
-                        }
-                    ]
-                )
-            page = context.new_page()
-            page.on("console", lambda message: reports.append(message.text))
-            return page
-
-        def leave(page) -> None:
-            reports.extend(page.evaluate("window.cspViolations"))
-
-        alice = visitor(signed_in_sessions["alice"])
-        response = alice.goto("/")
-        assert "script-src 'self'" in response.headers["content-security-policy"]
-        alice.fill("#composer-input", table)
-        alice.press("#composer-input", "Enter")
-        expect(alice).to_have_url(re.compile(r"/c/[0-9a-f-]{36}/$"), timeout=REPLY_TIMEOUT_MS)
-        conversation_id = re.search(r"/c/([0-9a-f-]{36})/", alice.url)[1]
-        finished_replies = alice.locator("#message-list li.message-assistant.status-complete")
-        expect(finished_replies).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
-        # A regenerated reply reaches the page over the websocket only.
-        alice.get_by_role("button", name="Regenerate").click()
-        expect(alice.locator("#message-list .message-versions summary")).to_have_text(
-            "1 earlier version", timeout=REPLY_TIMEOUT_MS
-        )
-        expect(finished_replies).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
-        right_cell = alice.locator("#message-list li.message-user td").nth(1)
-        assert right_cell.evaluate("cell => getComputedStyle(cell).textAlign") == "right"
-        assert alice.locator("head style").count() == 0
-        leave(alice)
-        for path in [reverse("account_email"), reverse("account_change_password")]:
-            alice.goto(path)
-            leave(alice)
-
-        staff = visitor(signed_in_sessions["staff"])
-        for path in [
-            reverse("admin:conversations_conversation_changelist"),
-            reverse("admin:conversations_conversation_change", args=[conversation_id]),
-            reverse("admin:conversations_message_changelist"),
-        ]:
-            staff.goto(path)
-            expect(staff.locator("#content")).to_be_visible()
-            leave(staff)
-
-        anonymous = visitor(None)
-        for path in [reverse("account_login"), reverse("account_signup"), "/no/such/page/"]:
-            anonymous.goto(path)
-            leave(anonymous)
-        browser.close()
-
-    violations = [report for report in reports if "Content Security Policy" in report]
-    violations += [report for report in reports if " blocked " in report]
-    assert violations == []
 
 
 @pytest.mark.asyncio

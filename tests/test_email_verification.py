@@ -17,8 +17,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
-from tests.conftest import PASSWORD
-from tests.visitors import sign_in, some_email, visitor
+from tests.support.visitors import PASSWORD, sign_in, some_email, visitor
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Tests for ``tests.fake_openai``, driven by the real ``openai`` SDK over real HTTP.
+"""Tests for ``tests.support.fake_openai``, driven by the real ``openai`` SDK over real HTTP.
 
 What the SDK (openai 3.57.0 on httpx2 2.16.2) raises for each fault, as pinned by
 the tests below. Map errors in this order: ``APITimeoutError`` is a subclass of
@@ -46,16 +46,8 @@ import httpx2
 import openai
 import pytest
 
-from tests.fake_openai import (
-    SSE_DONE,
-    FakeOpenAI,
-    Reply,
-    completion_chunk,
-    estimate_prompt_tokens,
-    iter_stream_chunks,
-    split_into_tokens,
-    sse_event,
-)
+from conversations.llm.wire import split_into_tokens
+from tests.support.fake_openai import FakeOpenAI, Reply
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -95,57 +87,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-# --------------------------------------------------------------------------- #
-# Wire-format helpers
-# --------------------------------------------------------------------------- #
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["Hello world", "", "   ", "  lead and trail  ", "a\n\nb\tc", "naïve café 🙂 ok", "x"],
-)
-def test_split_into_tokens_round_trips(text: str) -> None:
-    tokens = split_into_tokens(text)
-    assert "".join(tokens) == text
-    assert all(tokens)
-
-
-def test_split_into_tokens_keeps_leading_whitespace_like_a_tokenizer() -> None:
-    assert split_into_tokens("Hello big world!") == ["Hello", " big", " world!"]
-
-
-def test_sse_event_and_chunk_shape() -> None:
-    chunk = completion_chunk(completion_id="c1", model="m", created=1, content="Hi")
-    assert sse_event(chunk) == b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + (
-        b"\n\n"
-    )
-    assert sse_event("[DONE]") == SSE_DONE
-    assert chunk["object"] == "chat.completion.chunk"
-    assert chunk["choices"] == [
-        {"index": 0, "delta": {"content": "Hi"}, "logprobs": None, "finish_reason": None}
-    ]
-
-
-def test_iter_stream_chunks_sequence() -> None:
-    chunks = list(iter_stream_chunks(["a", " b"], model="m", include_usage=True, prompt_tokens=3))
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert [c["choices"][0]["delta"].get("content") for c in chunks[1:3]] == ["a", " b"]
-    assert chunks[3]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[4]["choices"] == []
-    assert chunks[4]["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    assert len({c["id"] for c in chunks}) == 1
-
-
-def test_estimate_prompt_tokens_handles_string_and_part_contents() -> None:
-    messages = [
-        {"role": "user", "content": "one two"},
-        {"role": "user", "content": [{"type": "text", "text": "three four five"}]},
-        {"role": "assistant", "content": None},
-    ]
-    assert estimate_prompt_tokens(messages) == 5
-    assert estimate_prompt_tokens("not a list") == 0
 
 
 # --------------------------------------------------------------------------- #
@@ -287,6 +228,7 @@ async def test_delay_spaces_chunks_in_time(server: FakeOpenAI) -> None:
     assert all(gap >= delay * 0.8 for gap in gaps), gaps
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 async def test_many_concurrent_streams(server: FakeOpenAI) -> None:
     count = 200
@@ -513,9 +455,11 @@ def test_bad_requests_get_openai_style_errors(server: FakeOpenAI) -> None:
     assert server.requests == []
 
 
+@pytest.mark.live
 def test_standalone_mode_serves_until_terminated() -> None:
     repo_root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "tests.fake_openai", "--port", "0", "--text", "from cli"]
+    module = "tests.support.fake_openai"
+    command = [sys.executable, "-m", module, "--port", "0", "--text", "from cli"]
     with subprocess.Popen(command, cwd=repo_root, stderr=subprocess.PIPE, text=True) as process:
         try:
             assert process.stderr is not None

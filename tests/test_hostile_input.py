@@ -2,7 +2,7 @@
 elsewhere or fed junk, and messages too long for the site. Password guessing is in
 tests/test_login_limits.py.
 
-The XSS corpus and the HTML auditor are in tests/xss.py.
+The XSS corpus and the HTML auditor are in tests/support/xss.py.
 """
 
 import asyncio
@@ -30,15 +30,16 @@ from conversations.models import TITLE_MAX_LENGTH, Conversation, Message, ShareL
 from conversations.replies import announce, running
 from conversations.replies.turns import title_from
 from conversations.sockets.routing import websocket_urlpatterns
-from tests.conftest import SITE_ORIGIN
-from tests.fake_openai import Reply
-from tests.ledger import paid_reply
-from tests.live import ChatClient, Daphne
+from tests.support.fake_openai import Reply
+from tests.support.ledger import paid_reply
+from tests.support.live import ChatClient, Daphne
 from tests.support.replies import wait_for_reply
-from tests.xss import (
+from tests.support.sockets import SITE_ORIGIN
+from tests.support.xss import (
     INERT_PAYLOADS,
     PAYLOADS,
     Element,
+    assert_inert,
     executable_markup,
     foreign_markup_in_user_content,
     parse,
@@ -46,15 +47,6 @@ from tests.xss import (
 
 HTMX = {"HX-Request": "true"}
 ALL_PAYLOADS = "\n\n".join(PAYLOADS.values())
-
-
-def assert_inert(html: str, *, admin: bool = False) -> Element:
-    """Nothing in the page would run, and user text holds no markup; returns the parsed page.
-    The admin draws its icons with inline <svg>, which our own pages never use."""
-    own_elements = frozenset({"svg"} if admin else ())
-    assert executable_markup(html, own_elements=own_elements) == []
-    assert foreign_markup_in_user_content(html) == []
-    return parse(html)
 
 
 def texts_of(document: Element, class_name: str) -> list[str]:
@@ -110,6 +102,7 @@ def hostile(request, make_conversation):
     return payload, conversation, question, reply
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_the_chat_page_and_in_the_edit_form(hostile, alice_client):
@@ -164,6 +157,7 @@ def admin_page(client: Client, url: str) -> Element:
     return assert_inert(client.get(url).content.decode(), admin=True)
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_in_the_admins_conversation_form(hostile, admin_client):
@@ -233,6 +227,7 @@ def test_hostile_model_names_stay_text_on_the_usage_page_and_the_admin_totals(
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_hostile_text_streamed_to_an_open_page_arrives_as_text(
@@ -641,6 +636,7 @@ async def test_junk_frames_get_an_error_and_disturb_no_one(
     assert 'id="conversation-list"' in await alices_page.receive()
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_real_server_survives_junk_and_oversized_frames(alice, alice_client, conversation):
     """Through daphne itself: a frame over its 1 MiB limit ends that socket (daphne drops the
@@ -761,6 +757,7 @@ def test_a_request_body_over_the_upload_limit_is_a_bad_request_and_stores_nothin
     assert stored_state() == before
 
 
+@pytest.mark.live
 def test_raising_the_message_limit_raises_the_request_body_limit_with_it() -> None:
     limit = 1_000_000
     report = (
@@ -827,6 +824,7 @@ def fenced(payload: str) -> str:
     return f"~~~~~python\n{payload}\n~~~~~\n\n~~~~~{payload.splitlines()[0]}\nprint(1)\n~~~~~"
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_text_in_code_blocks_and_language_names_stays_text(
@@ -844,6 +842,7 @@ def test_hostile_text_in_code_blocks_and_language_names_stays_text(
     assert shown.all("button", "copy-message")[0].attrs["data-copy-text"] == fenced(payload)
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("hostile", PAYLOADS, indirect=True)
 def test_hostile_text_stays_text_on_a_share_link_page(hostile, client):

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Message
 from conversations.replies import running
-from tests.conftest import open_home_socket
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
+from tests.support.sockets import open_home_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

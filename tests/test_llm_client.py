@@ -7,8 +7,9 @@ import pytest
 from django.urls import reverse
 
 from conversations.llm import client
+from conversations.llm.wire import estimate_prompt_tokens, usage_dict
 from conversations.models import Message
-from tests.fake_openai import Reply, estimate_prompt_tokens, usage_dict
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 QUESTION = [{"role": "user", "content": "Where should I go in May?"}]
@@ -260,6 +261,7 @@ class TestFailedReplies:
         assert "went wrong on the server" in failed.error_text
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_a_process_opens_at_most_openai_max_connections_at_once(limit, fake_openai, settings):

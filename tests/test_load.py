@@ -8,10 +8,10 @@ from django.test import AsyncClient, Client
 
 from accounts.models import User
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.live, pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 USERS = 40
 CONVERSATIONS_EACH = 5

@@ -3,7 +3,7 @@ client*, so a guesser locks out only themself, never the account's owner signing
 elsewhere. The admin has no sign-in of its own: it is the site's, limits included.
 
 Limits live in the cache: each test guesses from addresses and at accounts of its own
-(tests/visitors.py).
+(tests/support/visitors.py).
 """
 
 from urllib.parse import parse_qs, urlparse
@@ -14,8 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from accounts.models import User
-from tests.conftest import PASSWORD
-from tests.visitors import sign_in, some_address, some_email, visitor
+from tests.support.visitors import PASSWORD, sign_in, some_address, some_email, visitor
 
 pytestmark = pytest.mark.django_db
 

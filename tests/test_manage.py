@@ -18,10 +18,10 @@ from django.utils import timezone
 from conversations import sidebar
 from conversations.models import TITLE_MAX_LENGTH, Conversation, Message
 from conversations.replies import generate, running
-from tests.conftest import open_home_socket
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
-from tests.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
+from tests.support.sockets import open_home_socket
+from tests.support.xss import PAYLOADS, executable_markup, foreign_markup_in_user_content, parse
 
 HTMX = {"HX-Request": "true"}
 
@@ -631,6 +631,7 @@ class TestSidebarPages:
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_titles_stay_text_in_the_sidebar_forms_dialogs_and_archive(

@@ -10,10 +10,10 @@ from django.urls import reverse
 from accounts.models import User
 from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
+from tests.support.providers import picker, selected
 from tests.support.replies import wait_for_reply
-from tests.test_providers import picker, selected
-from tests.xss import parse
+from tests.support.xss import parse
 
 HTMX = {"HX-Request": "true"}
 ROUTER_GPT = choice_value("router", "openai/gpt-4o")

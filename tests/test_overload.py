@@ -25,8 +25,8 @@ from conversations import errors
 from conversations.api import views as api
 from conversations.models import Conversation, Message
 from conversations.replies import running, stop
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ChatClient, Daphne, ReplyWatcher, watch_until_finished
 from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -95,6 +95,7 @@ async def page_reply(client: ChatClient, socket, conversation: Conversation) -> 
     return watcher
 
 
+@pytest.mark.live
 def test_a_pool_of_two_connections_serves_50_api_and_50_page_replies_at_once():
     with FakeOpenAI(api_key=API_KEY) as model:
         # Every reply streams for a second: all hundred are streaming together.

@@ -19,28 +19,14 @@ from chatsite import startup
 from conversations.llm import providers
 from conversations.llm.providers import choice_value
 from conversations.models import Conversation, Message
-from tests.conftest import LOCAL_MODELS, PASSWORD, ROUTER_KEY, ROUTER_MODELS
-from tests.fake_openai import Reply
-from tests.live import free_port
+from tests.support.fake_openai import Reply
+from tests.support.live import free_port
+from tests.support.providers import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, picker, selected
 from tests.support.replies import wait_for_reply
-from tests.xss import Element, parse
+from tests.support.visitors import PASSWORD
+from tests.support.xss import parse
 
 HTMX = {"HX-Request": "true"}
-
-
-def picker(html: str, select_id: str = "settings-model") -> dict[str, list[str]]:
-    """The model picker as a user reads it: each provider's label and its models."""
-    select = parse(html).by_id(select_id)
-    return {
-        group.attrs["label"]: [option.text() for option in group.all("option")]
-        for group in select.all("optgroup")
-    }
-
-
-def selected(html: str, select_id: str = "settings-model") -> str:
-    select: Element = parse(html).by_id(select_id)
-    [option] = [option for option in select.all("option") if "selected" in option.attrs]
-    return option.attrs["value"]
 
 
 @pytest.mark.django_db
@@ -313,6 +299,7 @@ class TestMistakesInTheProvidersFile:
             "ones are: local, router."
         )
 
+    @pytest.mark.live
     def test_a_server_refuses_to_start_with_the_files_path_and_line(self, tmp_path) -> None:
         broken = tmp_path / "providers.toml"
         broken.write_text('[[providers]]\nslug = "local"\nbase_url = \n')

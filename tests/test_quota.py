@@ -19,8 +19,8 @@ from accounts.models import ApiToken, User
 from conversations import usage
 from conversations.models import Conversation, Message
 from conversations.replies import quota
-from tests.fake_openai import Reply
-from tests.ledger import paid_reply
+from tests.support.fake_openai import Reply
+from tests.support.ledger import paid_reply
 from tests.support.replies import wait_for_reply
 
 HTMX = {"HX-Request": "true"}

@@ -2,8 +2,8 @@
 run` starts and stops cleanly, and its examples do not fight over ports.
 
 Each ```sh block runs in a shell of its own, as a newcomer would type it, on a fresh copy
-(tests/fresh_clone.py) with a SQLite database of its own. A command is run unless NOT_RUN says
-why not; a command that asks questions gets the newcomer's answers in a terminal.
+(tests/support/fresh_clone.py) with a SQLite database of its own. A command is run unless
+NOT_RUN says why not; a command that asks questions gets the newcomer's answers in a terminal.
 """
 
 import os
@@ -24,8 +24,8 @@ import pytest
 from django.conf import settings
 
 from conversations.llm.offline import offline_reply
-from tests import fake_openai
-from tests.fresh_clone import (
+from tests.support import fake_openai
+from tests.support.fresh_clone import (
     children,
     is_running,
     make_clone,
@@ -33,7 +33,7 @@ from tests.fresh_clone import (
     port_is_free,
     stop,
 )
-from tests.live import free_port
+from tests.support.live import free_port
 
 ROOT = Path(settings.BASE_DIR)
 README = (ROOT / "README.md").read_text()
@@ -180,6 +180,7 @@ def blocks_to_run() -> list[Block]:
     return [b for b in readme_blocks() if any(not reason_not_run(c) for c in b.commands)]
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("block", blocks_to_run(), ids=lambda block: block.heading)
 def test_a_readme_block_runs_as_written(clone: Path, block: Block) -> None:
     database = clone / (re.sub(r"\W+", "-", block.heading) + ".sqlite3")
@@ -243,6 +244,7 @@ def dev_server(clone: Path, port: int) -> Iterator[tuple[subprocess.Popen, int]]
             os.kill(daphne, signal.SIGKILL)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_dev_py_run_stops_daphne_with_it(clone: Path, stop_signal: signal.Signals) -> None:
     port = free_port()
@@ -254,6 +256,7 @@ def test_dev_py_run_stops_daphne_with_it(clone: Path, stop_signal: signal.Signal
         assert port_is_free(port)
 
 
+@pytest.mark.live
 def test_dev_py_run_says_in_one_line_that_the_port_is_taken(clone: Path) -> None:
     with socket.socket() as other_server:
         other_server.bind(("127.0.0.1", 0))
@@ -282,7 +285,8 @@ def test_dev_py_run_says_in_one_line_that_the_port_is_taken(clone: Path) -> None
 # --------------------------------------------------------------------------- #
 
 SERVER = re.compile(
-    r"(?P<kind>vllm serve|llama-server|tests\.fake_openai|daphne|chatsite\.serve|uvicorn)[^`\n]*?"
+    r"(?P<kind>vllm serve|llama-server|tests\.support\.fake_openai|daphne|chatsite\.serve|uvicorn)"
+    r"[^`\n]*?"
     r"(?:--port|-p) (?P<port>\d+)"
 )
 LOCAL_BASE_URL = re.compile(r"OPENAI_BASE_URL=http://(?:127\.0\.0\.1|localhost):(\d+)/v1")
@@ -306,12 +310,12 @@ def test_each_example_server_has_a_port_of_its_own() -> None:
     # The fake server's own default and docstring example count as examples too.
     for kind, ports in servers_in(fake_openai.__doc__).items():
         servers[kind] |= ports
-    servers["tests.fake_openai"].add(fake_openai.DEFAULT_PORT)
+    servers["tests.support.fake_openai"].add(fake_openai.DEFAULT_PORT)
     chatsite = servers.pop("chatsite") | {8000}
     model_servers = {kind: ports for kind, ports in servers.items()}
     model_ports = [port for ports in model_servers.values() for port in ports] + [OLLAMA_PORT]
 
-    assert set(model_servers) == {"vllm serve", "llama-server", "tests.fake_openai"}
+    assert set(model_servers) == {"vllm serve", "llama-server", "tests.support.fake_openai"}
     assert len(model_ports) == len(set(model_ports)), model_servers
     assert not chatsite & set(model_ports), (chatsite, model_servers)
     for text in (README, offline_reply([])):

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from conversations.models import Message
 from conversations.rendering import render_markdown
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 # What Markdown itself produces; anything else in the output came from the text.

@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, User
 from conversations.models import Conversation, Message
 from conversations.replies import stop
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

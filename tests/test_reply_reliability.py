@@ -24,8 +24,8 @@ from accounts.models import ApiToken
 from conversations.db import unit_of_work
 from conversations.models import Conversation, Message
 from conversations.replies import running, sweeper, writer
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne, api_reply, flushed_some_text, server_env, wait_for
 from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -270,6 +270,7 @@ async def test_a_reply_keeps_all_its_text_while_the_database_has_no_connection_t
     assert (events[-1][1]["status"], events[-1][1]["content"]) == ("complete", FULL_TEXT)
 
 
+@pytest.mark.live
 @on_postgresql
 def test_a_reply_ending_while_the_pool_is_exhausted_is_stored_whole_once_it_frees(alice):
     """A real daphne whose one pooled connection is held by a write waiting on a lock: the
@@ -303,6 +304,7 @@ def test_a_reply_ending_while_the_pool_is_exhausted_is_stored_whole_once_it_free
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.live
 @pytest.mark.asyncio
 async def test_replies_get_the_grace_period_to_finish_then_are_stored_interrupted_with_their_text(
     fake_openai, alice, token_of_alice, shutting_down

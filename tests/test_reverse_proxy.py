@@ -13,19 +13,21 @@ from pathlib import Path
 import pytest
 
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ROOT, ChatClient, Daphne, ReplyWatcher, free_port, watch_until_finished
-from tests.test_scaleout import (
-    API_KEY,
-    FULL_TEXT,
-    WORDS,
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import (
+    ROOT,
+    ChatClient,
+    Daphne,
+    ReplyWatcher,
+    free_port,
     server_env,
     session_key,
-    shared_services,
     streaming_reply,
+    watch_until_finished,
 )
+from tests.support.scaleout import API_KEY, FULL_TEXT, WORDS, shared_services
 
-pytestmark = [pytest.mark.django_db(transaction=True), shared_services]
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), shared_services]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 

@@ -17,9 +17,9 @@ from conversations.rendering import (
     HIGHLIGHT_MAX_CHARS,
     render_markdown,
 )
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
-from tests.xss import Element, executable_markup, parse
+from tests.support.xss import Element, executable_markup, parse
 
 STYLESHEET = Path(__file__).resolve().parent.parent / "static" / "css" / "highlight.css"
 

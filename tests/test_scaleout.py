@@ -13,12 +13,11 @@ import time
 
 import httpx2
 import pytest
-from django.conf import settings
 
 from accounts.models import ApiToken
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import (
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import (
     ChatClient,
     Daphne,
     ReplyWatcher,
@@ -30,19 +29,9 @@ from tests.live import (
     wait_for,
     watch_until_finished,
 )
+from tests.support.scaleout import API_KEY, FULL_TEXT, WORDS, shared_services
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-API_KEY = "sk-scaleout-tests"
-# 120 numbered words, 40 ms apart: about five seconds, long enough to join and stop midway.
-WORDS = [f"w{n} " for n in range(120)]
-FULL_TEXT = "".join(WORDS)
-
-shared_services = pytest.mark.skipif(
-    not (settings.REDIS_URL and settings.DATABASES["default"]["ENGINE"].endswith("postgresql")),
-    reason="several processes share state through PostgreSQL and Redis: set DATABASE_URL and "
-    "REDIS_URL",
-)
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture

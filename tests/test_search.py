@@ -11,9 +11,15 @@ from django.utils import timezone
 
 from conversations import search
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
-from tests.xss import PAYLOADS, Element, executable_markup, foreign_markup_in_user_content, parse
+from tests.support.xss import (
+    PAYLOADS,
+    Element,
+    executable_markup,
+    foreign_markup_in_user_content,
+    parse,
+)
 
 HTMX = {"HX-Request": "true"}
 
@@ -390,6 +396,7 @@ def test_a_message_of_another_conversation_changes_nothing(
         assert page.content.decode().count('<li id="message-') == 10
 
 
+@pytest.mark.live
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", PAYLOADS)
 def test_hostile_titles_and_messages_stay_text_in_results_and_snippets(

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from django.conf import settings
 
 REPORT_SETTINGS = """
@@ -27,6 +28,8 @@ print(json.dumps({
     "CHAT_MAX_MESSAGE_CHARS": settings.CHAT_MAX_MESSAGE_CHARS,
 }))
 """
+
+pytestmark = pytest.mark.live
 
 
 def start_django(**environment: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, ShareLink
-from tests.xss import parse
+from tests.support.xss import parse
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from django.test import AsyncClient
 from accounts.models import User
 from conversations.replies import events
 from conversations.sockets.slots import SocketSlot
-from tests.conftest import home_page_socket
+from tests.support.sockets import home_page_socket
 
 # A handshake reads the session and claims a place in worker threads: on a busy machine that
 # takes more than the test communicator's default second.
@@ -71,6 +71,7 @@ async def test_a_socket_past_the_cap_is_told_why_until_another_closes(alice, bob
         await page.disconnect()
 
 
+@pytest.mark.live
 async def test_a_live_socket_keeps_its_place_past_the_expiry(alice, settings):
     settings.CHAT_MAX_SOCKETS_PER_USER = 1
     settings.CHAT_SOCKET_RECHECK_SECONDS = 0.1  # places expire after a second unless renewed

@@ -10,7 +10,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.test import Client, RequestFactory
 
 from chatsite.asgi import application
-from tests.conftest import SITE_ORIGIN
+from tests.support.sockets import SITE_ORIGIN
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -6,20 +6,13 @@ import asyncio
 
 import pytest
 import websockets
-from django.conf import settings
 
 from conversations.models import Conversation
 from conversations.replies import events
-from tests.live import ChatClient, Daphne, session_key
+from tests.support.live import ChatClient, Daphne, session_key
+from tests.support.scaleout import shared_services
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not (settings.REDIS_URL and settings.DATABASES["default"]["ENGINE"].endswith("postgresql")),
-        reason="several processes share state through PostgreSQL and Redis: set DATABASE_URL "
-        "and REDIS_URL",
-    ),
-]
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), shared_services]
 
 
 async def close_code(socket, timeout: float = 10) -> int:

@@ -16,7 +16,8 @@ from django.urls import reverse
 from accounts.models import User
 from conversations.models import Conversation
 from conversations.replies import events
-from tests.conftest import PASSWORD, home_page_socket
+from tests.support.sockets import home_page_socket
+from tests.support.visitors import PASSWORD
 
 # A handshake reads the session and claims a place in worker threads: on a busy machine that
 # takes more than the test communicator's default second.

@@ -13,9 +13,9 @@ from django.urls import reverse
 from accounts.models import User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
-from tests.conftest import PASSWORD
-from tests.ledger import paid_reply
+from tests.support.ledger import paid_reply
 from tests.support.usage import tokens_used_on
+from tests.support.visitors import PASSWORD
 
 MODEL_A = "gpt-4o-mini"
 MODEL_B = "llama3.2"

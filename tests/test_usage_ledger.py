@@ -22,8 +22,8 @@ from conversations import usage
 from conversations.llm import context
 from conversations.models import Conversation, Message, UsageEntry
 from conversations.replies import quota, stop, sweeper
-from tests.fake_openai import Reply
-from tests.ledger import paid_reply
+from tests.support.fake_openai import Reply
+from tests.support.ledger import paid_reply
 from tests.support.replies import wait_for_reply
 from tests.support.usage import tokens_used_on
 

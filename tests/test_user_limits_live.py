@@ -19,11 +19,11 @@ import pytest
 from accounts.models import ApiToken, User
 from conversations import usage
 from conversations.models import Conversation, Message, UsageEntry
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne, server_env
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne, server_env
 from tests.support.usage import tokens_used_on
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 API_KEY = "sk-user-limits-tests"
 SENDS = 8

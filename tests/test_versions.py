@@ -6,7 +6,7 @@ from django.test import Client
 
 from conversations.models import Conversation, Message
 from conversations.replies import stop
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.replies import wait_for_reply
 
 pytestmark = pytest.mark.django_db(transaction=True)

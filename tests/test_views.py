@@ -14,7 +14,7 @@ from django.utils import timezone
 from conversations.forms import MessageForm
 from conversations.models import Conversation, Message
 from conversations.replies import generate, stop, turns
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 ALREADY_STREAMING = "Wait for the current reply to finish"

@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from conversations.models import Message
 from conversations.replies import events, generate, running, watching
-from tests.fake_openai import Reply
+from tests.support.fake_openai import Reply
 from tests.support.replies import wait_for_reply
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -136,6 +136,7 @@ async def test_a_page_in_another_process_gets_the_text_through_its_channel(
     assert text == reply.content
 
 
+@pytest.mark.live
 async def test_a_quiet_reply_generated_here_is_waited_for_not_polled(
     conversation, fake_openai, settings, monkeypatch
 ):

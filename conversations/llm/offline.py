@@ -2,63 +2,21 @@
 
 It is an httpx transport, so the `openai` SDK talks to it exactly as it talks to a real
 provider (same request, same server-sent events, same parsing): the offline demo exercises the
-whole streaming path without a network or an API key.
+whole streaming path without a network or an API key. Its chunks and events are built by
+conversations/llm/wire.py, as those of the tests' fake OpenAI server are.
 """
 
 import asyncio
 import json
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx2
 from django.conf import settings
 
+from conversations.llm import wire
+
 OFFLINE_MODEL = "offline-demo"
-
-_TOKEN = re.compile(r"\s*\S+|\s+")
-
-
-def split_tokens(text: str) -> list[str]:
-    """Split text into word-sized pieces whose concatenation is the text."""
-    return _TOKEN.findall(text)
-
-
-def sse_event(payload: dict | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n".encode()
-
-
-def completion_chunk(
-    completion_id: str,
-    model: str,
-    *,
-    content: str | None = None,
-    role: str | None = None,
-    finish_reason: str | None = None,
-    usage: dict | None = None,
-) -> dict:
-    """One `chat.completion.chunk` object, as OpenAI streams them."""
-    delta: dict = {}
-    if role:
-        delta["role"] = role
-    if content is not None:
-        delta["content"] = content
-    chunk: dict = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    if usage:
-        chunk["usage"] = usage
-    return chunk
-
-
-def count_words(messages: list[dict]) -> int:
-    return sum(len(str(message.get("content", "")).split()) for message in messages)
 
 
 def offline_reply(messages: list[dict]) -> str:
@@ -100,51 +58,42 @@ class OfflineTransport(httpx2.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path
         if request.method == "GET" and path.endswith("/models"):
-            body = {"object": "list", "data": [{"id": OFFLINE_MODEL, "object": "model"}]}
-            return httpx2.Response(200, json=body)
+            return httpx2.Response(200, json=wire.models_list([OFFLINE_MODEL], owned_by="chatsite"))
         if request.method == "POST" and path.endswith("/chat/completions"):
             payload = json.loads(await request.aread())
             return self._completion(payload)
-        return httpx2.Response(404, json={"error": {"message": "Not found", "type": "invalid"}})
+        return httpx2.Response(404, json=wire.error_body(404, "Not found"))
 
     def _completion(self, payload: dict) -> httpx2.Response:
         messages = payload.get("messages", [])
         model = payload.get("model") or OFFLINE_MODEL
-        tokens = split_tokens(offline_reply(messages))
-        usage = {
-            "prompt_tokens": count_words(messages),
-            "completion_tokens": len(tokens),
-            "total_tokens": count_words(messages) + len(tokens),
-        }
-        completion_id = f"chatcmpl-offline-{uuid.uuid4().hex[:12]}"
+        tokens = wire.split_into_tokens(offline_reply(messages))
+        prompt_tokens = wire.estimate_prompt_tokens(messages)
+        completion_id, created = wire.new_completion_id(), int(time.time())
         if not payload.get("stream"):
-            body = {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(tokens)},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": usage,
-            }
+            body = wire.chat_completion(
+                completion_id=completion_id,
+                model=model,
+                created=created,
+                content="".join(tokens),
+                usage=wire.usage_dict(prompt_tokens, len(tokens)),
+            )
             return httpx2.Response(200, json=body)
-        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        chunks = wire.iter_stream_chunks(
+            tokens,
+            model=model,
+            completion_id=completion_id,
+            created=created,
+            include_usage=bool((payload.get("stream_options") or {}).get("include_usage")),
+            prompt_tokens=prompt_tokens,
+        )
 
         async def events() -> AsyncIterator[bytes]:
-            yield sse_event(completion_chunk(completion_id, model, role="assistant", content=""))
-            for token in tokens:
-                if settings.CHAT_OFFLINE_TOKEN_DELAY:
+            for chunk in chunks:
+                if settings.CHAT_OFFLINE_TOKEN_DELAY and wire.chunk_content(chunk):
                     await asyncio.sleep(settings.CHAT_OFFLINE_TOKEN_DELAY)
-                yield sse_event(completion_chunk(completion_id, model, content=token))
-            yield sse_event(completion_chunk(completion_id, model, finish_reason="stop"))
-            if include_usage:
-                yield sse_event(completion_chunk(completion_id, model, usage=usage))
-            yield sse_event("[DONE]")
+                yield wire.sse_event(chunk)
+            yield wire.SSE_DONE
 
         return httpx2.Response(
             200, headers={"content-type": "text/event-stream"}, stream=_SSEStream(events())

@@ -29,9 +29,9 @@ from django.conf import settings
 from django.test import Client
 
 from conversations.models import Conversation, Message
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 

@@ -19,14 +19,13 @@ Each chat request consumes the next scripted ``Reply``; when the script is empty
 thread, so the same ``with`` block works in sync tests, async tests (any loop) and
 scripts. Standalone, for manual testing and load tests::
 
-    python -m tests.fake_openai --port 8090 --delay 0.02 --text "Hello there"
+    python -m tests.support.fake_openai --port 8090 --delay 0.02 --text "Hello there"
 
 Run it as a separate process for benchmarks: in-process it shares the GIL with
 the client under test and would skew the numbers.
 
-The wire-format helpers (``completion_chunk``, ``usage_chunk``, ``chat_completion``,
-``sse_event``, ``SSE_DONE``, ``split_into_tokens``) are plain functions so an
-offline demo model can emit byte-identical streams.
+The wire format (chunks, server-sent events, error bodies, word-sized tokens) comes
+from ``conversations.llm.wire``, which the app's offline model speaks too.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ import contextlib
 import functools
 import json
 import logging
-import re
 import secrets
 import signal
 import socket
@@ -45,22 +43,34 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Self
 
+from conversations.llm.wire import (
+    SSE_DONE,
+    chat_completion,
+    completion_chunk,
+    error_body,
+    estimate_prompt_tokens,
+    models_list,
+    new_completion_id,
+    split_into_tokens,
+    sse_event,
+    usage_chunk,
+    usage_dict,
+)
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT = "Hello! I am a fake model, and this is a perfectly ordinary reply."
 DEFAULT_MODEL = "gpt-4o-mini"
-SYSTEM_FINGERPRINT = "fp_fake_openai"
 
 #: Served by ``GET /v1/models`` (the ``default`` Reply's model is added if missing).
 MODEL_IDS: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
 
-SSE_DONE = b"data: [DONE]\n\n"
 #: What ``malformed_after`` sends: a ``data:`` line that is not JSON.
 MALFORMED_SSE = b"data: {this is not json\n\n"
 
@@ -70,7 +80,6 @@ _MAX_BODY_BYTES = 64 * 1024 * 1024
 # Hundreds of clients connect at once in load tests; the default of 100 would
 # make the kernel drop SYNs and add one-second retransmit stalls to benchmarks.
 _LISTEN_BACKLOG = 2048
-_TOKEN_PATTERN = re.compile(r"\s*\S+|\s+")
 
 
 # --------------------------------------------------------------------------- #
@@ -131,216 +140,6 @@ class Reply:
         if self.chunks is not None:
             return list(self.chunks)
         return split_into_tokens(self.text)
-
-
-# --------------------------------------------------------------------------- #
-# Wire format (reusable by an offline demo model)
-# --------------------------------------------------------------------------- #
-
-
-def split_into_tokens(text: str) -> list[str]:
-    """Split text like a tokenizer roughly would: each word keeps its leading whitespace.
-
-    ``"".join(split_into_tokens(t)) == t`` for every string ``t``.
-    """
-    return _TOKEN_PATTERN.findall(text)
-
-
-def new_completion_id() -> str:
-    return f"chatcmpl-{secrets.token_hex(12)}"
-
-
-def estimate_prompt_tokens(messages: object) -> int:
-    """Roughly count prompt tokens as whitespace-separated words in message contents.
-
-    Handles both plain-string contents and the list-of-parts form
-    (``[{"type": "text", "text": ...}]``); anything else counts as zero.
-    """
-    if not isinstance(messages, list):
-        return 0
-    words = 0
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            words += len(content.split())
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    words += len(part["text"].split())
-    return words
-
-
-def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def completion_chunk(
-    *,
-    completion_id: str,
-    model: str,
-    created: int,
-    content: str | None = None,
-    role: str | None = None,
-    finish_reason: str | None = None,
-    include_usage_field: bool = False,
-) -> dict[str, Any]:
-    """One ``chat.completion.chunk`` carrying a delta, shaped like OpenAI's.
-
-    The opening chunk has ``role="assistant", content=""``; the closing one has
-    an empty delta and a ``finish_reason``. When the client asked for usage,
-    OpenAI puts ``"usage": null`` on every chunk but the last, hence
-    ``include_usage_field``.
-    """
-    delta: dict[str, Any] = {}
-    if role is not None:
-        delta["role"] = role
-    if content is not None:
-        delta["content"] = content
-    chunk: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-    }
-    if include_usage_field:
-        chunk["usage"] = None
-    return chunk
-
-
-def usage_chunk(
-    *, completion_id: str, model: str, created: int, prompt_tokens: int, completion_tokens: int
-) -> dict[str, Any]:
-    """The trailing chunk sent for ``stream_options={"include_usage": True}``: no choices."""
-    return {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [],
-        "usage": usage_dict(prompt_tokens, completion_tokens),
-    }
-
-
-def chat_completion(
-    *,
-    completion_id: str,
-    model: str,
-    created: int,
-    content: str,
-    finish_reason: str = "stop",
-    usage: Mapping[str, int] | None = None,
-) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` response body."""
-    body: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": SYSTEM_FINGERPRINT,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-    }
-    if usage is not None:
-        body["usage"] = dict(usage)
-    return body
-
-
-def iter_stream_chunks(
-    chunks: Iterable[str],
-    *,
-    model: str,
-    completion_id: str | None = None,
-    created: int | None = None,
-    include_usage: bool = False,
-    prompt_tokens: int = 0,
-    finish_reason: str = "stop",
-) -> Iterator[dict[str, Any]]:
-    """Every chunk dict of a complete, fault-free stream, in order (``[DONE]`` excluded).
-
-    A convenience for producers that have no faults to inject (e.g. a demo model):
-    ``for c in iter_stream_chunks(...): write(sse_event(c))`` then ``write(SSE_DONE)``.
-    """
-    completion_id = completion_id or new_completion_id()
-    created = int(time.time()) if created is None else created
-    chunk = functools.partial(
-        completion_chunk,
-        completion_id=completion_id,
-        model=model,
-        created=created,
-        include_usage_field=include_usage,
-    )
-    yield chunk(role="assistant", content="")
-    sent = 0
-    for piece in chunks:
-        sent += 1
-        yield chunk(content=piece)
-    yield chunk(finish_reason=finish_reason)
-    if include_usage:
-        yield usage_chunk(
-            completion_id=completion_id,
-            model=model,
-            created=created,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=sent,
-        )
-
-
-def sse_event(data: Mapping[str, Any] | str) -> bytes:
-    """Encode one server-sent event the way OpenAI does: ``data: <json>\\n\\n``."""
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return b"data: " + payload.encode() + b"\n\n"
-
-
-_ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
-    # status: (type, message, code) as OpenAI returns them.
-    400: ("invalid_request_error", "Invalid request.", None),
-    401: (
-        "invalid_request_error",
-        "Incorrect API key provided: test. You can find your API key at "
-        "https://platform.openai.com/account/api-keys.",
-        "invalid_api_key",
-    ),
-    403: ("invalid_request_error", "You are not allowed to access this resource.", None),
-    404: ("invalid_request_error", "The requested resource does not exist.", None),
-    429: (
-        "requests",
-        "Rate limit reached for requests. Please try again later.",
-        "rate_limit_exceeded",
-    ),
-    500: ("server_error", "The server had an error while processing your request.", None),
-    503: ("server_error", "The engine is currently overloaded, please try again later.", None),
-}
-
-
-def error_body(status: int, message: str | None = None) -> dict[str, Any]:
-    """An OpenAI-style error payload: ``{"error": {"message", "type", "param", "code"}}``."""
-    error_type, default_message, code = _ERROR_DEFAULTS.get(
-        status,
-        ("server_error" if status >= 500 else "invalid_request_error", f"Error {status}", None),
-    )
-    return {
-        "error": {
-            "message": message or default_message,
-            "type": error_type,
-            "param": None,
-            "code": code,
-        }
-    }
 
 
 # --------------------------------------------------------------------------- #
@@ -760,13 +559,7 @@ class FakeOpenAI:
         ids = list(self.models)
         if self.default.model and self.default.model not in ids:
             ids.insert(0, self.default.model)
-        return {
-            "object": "list",
-            "data": [
-                {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "fake"}
-                for model_id in ids
-            ],
-        }
+        return models_list(ids, owned_by="fake")
 
     async def _chat_completions(
         self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -1036,7 +829,7 @@ DEFAULT_PORT = 8090
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.fake_openai",
+        prog="python -m tests.support.fake_openai",
         description="Serve a fake OpenAI-compatible API until interrupted.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -10,20 +10,12 @@ from django.conf import settings
 from playwright.sync_api import Browser, Page, expect
 
 from conversations.llm.providers import choice_value
-from tests.conftest import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS, Daphne
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    REPLY_TIMEOUT_MS,
-    browser,
-    chromium_path,
-    latest_reply,
-    send,
-    sign_up,
-    wait_for_status,
-)
+from tests.support.browser import REPLY_TIMEOUT_MS, latest_reply, send, sign_up, wait_for_status
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ARTIFACTS, Daphne
+from tests.support.providers import LOCAL_MODELS, ROUTER_KEY, ROUTER_MODELS, providers_toml
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +30,7 @@ def fake_providers() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
 @pytest.fixture(scope="module")
 def settings_server(
     django_db_setup: None,
-    chromium_path: Path,  # noqa: F811
+    chromium_path: Path,
     fake_providers: tuple[FakeOpenAI, FakeOpenAI],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
@@ -57,7 +49,7 @@ def settings_server(
 
 
 @pytest.fixture
-def open_page(browser: Browser, settings_server: str) -> Callable[..., Page]:  # noqa: F811
+def open_page(browser: Browser, settings_server: str) -> Callable[..., Page]:
     def open_(color_scheme: str = "light") -> Page:
         context = browser.new_context(
             base_url=settings_server,

@@ -1,6 +1,6 @@
 """Rich messages in a real browser: copying a message and a code block (with the Clipboard
 API and with the fallback for plain-http pages), and a share link from creation, through a
-signed-out visit, to revocation. Same live stack as tests/test_browser.py."""
+signed-out visit, to revocation."""
 
 import re
 from collections.abc import Callable
@@ -8,20 +8,10 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests import test_browser as live_chat
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.test_browser import latest_reply, screenshot, send, sign_up, wait_for_status
+from tests.support.browser import latest_reply, screenshot, send, sign_up, wait_for_status
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-# The live stack of tests/test_browser.py (chromium, daphne, the fake model), reused as it is.
-chromium_path = live_chat.chromium_path
-fake_model = live_chat.fake_model
-model = live_chat.model
-chat_server = live_chat.chat_server
-browser = live_chat.browser
-new_page = live_chat.new_page
-page = live_chat.page
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 CODE = 'def greet(name):\n    return f"Hello, {name} <3"\n'
 ANSWER = f"Here you are:\n\n```python\n{CODE}```\n\n| a | b |\n|---|---|\n| 1 | 2 |"

@@ -1,218 +1,38 @@
 """The chat as a person meets it: Debian's chromium, driven by Playwright, against daphne.
 
-The whole stack runs for real: allauth's pages, htmx, the websocket that streams replies, and
-Markdown rendering, served by daphne in a subprocess over the test database. The model is
-tests.fake_openai, scripted per test. Screenshots of key moments are saved in test-artifacts/.
+The whole stack runs for real (tests/browser/conftest.py): allauth's pages, htmx, the websocket
+that streams replies, and Markdown rendering, served by daphne in a subprocess over the test
+database. The model is tests.support.fake_openai, scripted per test. Screenshots of key moments
+are saved in test-artifacts/.
 
 Everything here happens through the browser, as a user would do it: while Playwright runs, an
 event loop runs in this thread, so the Django ORM would refuse to work here anyway.
 """
 
-import os
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 import pytest
-from django.conf import settings
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS, Daphne
+from tests.support.browser import (
+    COUNTING_REPLY,
+    MODEL_NAME,
+    RECORD_STREAMED_TEXT,
+    SLOW_TOKEN_SECONDS,
+    latest_reply,
+    screenshot,
+    send,
+    sign_up,
+    streamed_texts,
+    wait_for_new_reply,
+    wait_for_status,
+    wait_for_streaming_text,
+)
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-MODEL_NAME = "fake-model-for-browser-tests"
-MODEL_API_KEY = "sk-browser-tests"
-PASSWORD = "correct-horse-battery-staple-42"
-# Replies take seconds here, so waits that span one get room to spare.
-REPLY_TIMEOUT_MS = 20_000
-
-# A slow reply in plain words whose every prefix is easy to recognise: "step 1. step 2. ..."
-COUNTING_REPLY = " ".join(f"step {n}." for n in range(1, 61))
-SLOW_TOKEN_SECONDS = 0.05
-
-# Records, on every page load, each text that a streaming reply showed, by element id: the
-# tests check that every one of them is a prefix of the reply (no gap, no repeat, ever).
-RECORD_STREAMED_TEXT = """
-window.streamedText = {};
-new MutationObserver(() => {
-  for (const body of document.querySelectorAll(".message-body.streaming")) {
-    const seen = (window.streamedText[body.id] ||= []);
-    if (seen[seen.length - 1] !== body.textContent) seen.push(body.textContent);
-  }
-}).observe(document, {childList: true, subtree: true, characterData: true});
-"""
-
-
-# --------------------------------------------------------------------------- #
-# The live stack
-# --------------------------------------------------------------------------- #
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
-        if os.environ.get("CHATSITE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{reason} (CHATSITE_REQUIRE_BROWSER=1)")
-        pytest.skip(reason)
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-def fake_model() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key=MODEL_API_KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def model(fake_model: FakeOpenAI) -> FakeOpenAI:
-    """The fake model, with nothing left over from another test."""
-    fake_model.reset()
-    # Tests script the replies they read; the default answers the rest, such as the
-    # request for a conversation title that may follow a first reply.
-    fake_model.default = Reply(text="A chat with the fake model")
-    return fake_model
-
-
-def server_env(fake_model: FakeOpenAI, **extra: str) -> dict[str, str]:
-    """The environment of a daphne serving the browser tests, talking to the fake model."""
-    return {
-        "OPENAI_BASE_URL": fake_model.base_url,
-        "OPENAI_API_KEY": MODEL_API_KEY,
-        "OPENAI_MAX_RETRIES": "0",
-        "CHAT_DEFAULT_MODEL": MODEL_NAME,
-        # Titles ask the model in the background, racing the scripted replies; they have
-        # tests of their own (test_live_updates).
-        "CHAT_AUTO_TITLE": "0",
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def chat_server(
-    django_db_setup: None, chromium_path: Path, fake_model: FakeOpenAI
-) -> Iterator[str]:
-    """daphne serving chatsite.asgi over the test database; yields its base URL.
-
-    One server serves the whole module: every test's data lives in the database, which
-    pytest-django empties after each test, not in the server process.
-    """
-    if not (Path(settings.STATIC_ROOT) / "staticfiles.json").exists():
-        pytest.fail("Static files are not collected: run `python3 dev.py test`")
-    with Daphne("browser", **server_env(fake_model)) as server:
-        yield server.url
-
-
-@pytest.fixture
-def browser(chromium_path: Path) -> Iterator[Browser]:
-    # Function-scoped on purpose: Playwright runs an event loop in this thread while it is
-    # started, and pytest-django must flush the database after each test without one.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(chromium_path), headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser, chat_server: str) -> Callable[[], Page]:
-    """Open a page in a browser context of its own: each one is a separate visitor."""
-
-    def open_page() -> Page:
-        context = browser.new_context(base_url=chat_server, viewport={"width": 1100, "height": 800})
-        context.set_default_timeout(10_000)
-        context.add_init_script(RECORD_STREAMED_TEXT)
-        return context.new_page()
-
-    return open_page
-
-
-@pytest.fixture
-def page(new_page: Callable[[], Page]) -> Page:
-    return new_page()
-
-
-# --------------------------------------------------------------------------- #
-# What a user does
-# --------------------------------------------------------------------------- #
-
-
-def screenshot(page: Page, name: str) -> None:
-    page.screenshot(path=ARTIFACTS / f"{name}.png")
-
-
-def sign_up(page: Page, email: str) -> None:
-    page.goto("/accounts/signup/")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password1]", PASSWORD)
-    page.fill("input[name=password2]", PASSWORD)
-    page.locator("form").get_by_role("button", name=re.compile("sign up", re.I)).click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    expect(page.locator(".account-email")).to_have_text(email)
-
-
-def send(page: Page, text: str) -> None:
-    page.fill("#composer-input", text)
-    page.press("#composer-input", "Enter")
-
-
-def latest_reply(page: Page):
-    return page.locator("#message-list li.message-assistant").last
-
-
-def wait_for_streaming_text(page: Page, containing: str) -> str:
-    """Wait until the reply is still streaming and shows `containing`; return its text.
-
-    One check in the page, so "still streaming" and the text are seen at the same moment.
-    """
-    handle = page.wait_for_function(
-        """needle => {
-          const body = document.querySelector(
-            "#message-list li.message-assistant.status-streaming .message-body.streaming");
-          return body && body.textContent && body.textContent.includes(needle)
-            ? body.textContent : null;
-        }""",
-        arg=containing,
-        timeout=REPLY_TIMEOUT_MS,
-    )
-    return handle.json_value()
-
-
-def wait_for_status(page: Page, status: str) -> None:
-    expect(latest_reply(page)).to_have_class(
-        re.compile(rf"\bstatus-{status}\b"), timeout=REPLY_TIMEOUT_MS
-    )
-
-
-def wait_for_new_reply(page: Page, replacing: str) -> None:
-    """Wait until the reply that took the place of the one with DOM id `replacing` is complete.
-
-    After a regeneration or an edit, the reply it replaces is complete already: wait_for_status
-    alone could return before the new one is even shown.
-    """
-    expect(latest_reply(page)).not_to_have_id(replacing, timeout=REPLY_TIMEOUT_MS)
-    wait_for_status(page, "complete")
-
-
-def streamed_texts(page: Page, reply_dom_id: str) -> list[str]:
-    return page.evaluate("id => window.streamedText[id] || []", f"{reply_dom_id}-text")
-
-
-# --------------------------------------------------------------------------- #
-# Tests
-# --------------------------------------------------------------------------- #
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_sign_up_chat_and_watch_the_reply_stream_in(page: Page, model: FakeOpenAI) -> None:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (tests.test_browser's fixtures are imported, then named as arguments)
 """Open chat pages when the sign-in changes, as a person meets them in the browser: a logout
 in one tab sends the others to the login page; a password changed in one tab leaves the others
 signed in and live; a tab past the per-user socket cap says why and stops trying."""
@@ -9,24 +8,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
-from tests.test_browser import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    browser,
-    chat_server,
-    chromium_path,
-    fake_model,
-    model,
-    new_page,
-    page,
-    send,
-    server_env,
-    sign_up,
-    wait_for_status,
-)
+from tests.support.browser import PASSWORD, send, server_env, sign_up, wait_for_status
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 NEW_PASSWORD = "another-long-passphrase-2026"
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # What a clone does not have: version control, build products, local databases and secrets.
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     ".git",

@@ -11,6 +11,9 @@ import uuid
 from django.test import Client
 from django.urls import reverse
 
+# The password of the fixtures' users (alice, bob).
+PASSWORD = "correct horse battery staple"
+
 
 def some_address() -> str:
     return f"198.18.{random.randrange(256)}.{random.randrange(1, 255)}"

@@ -13,6 +13,7 @@ javascript:/vbscript:/data: URL, a frame, object or base element, a <style> elem
 refresh, or htmx attributes inside text that users or the model wrote.
 """
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -167,10 +168,14 @@ class Element:
 
     def iter(self) -> Iterator["Element"]:
         """This element and every element inside it, in document order."""
-        yield self
-        for child in self.children:
-            if isinstance(child, Element):
-                yield from child.iter()
+        # A stack rather than nested generators: pages are a dozen elements deep, and the
+        # auditors walk every page a test fetches.
+        stack = [self]
+        while stack:
+            element = stack.pop()
+            yield element
+            inside = [child for child in element.children if isinstance(child, Element)]
+            stack.extend(reversed(inside))
 
     def text(self) -> str:
         return "".join(child if isinstance(child, str) else child.text() for child in self.children)
@@ -225,7 +230,10 @@ class _TreeBuilder(HTMLParser):
         self.current.children.append(data)
 
 
+@functools.lru_cache(maxsize=32)
 def parse(html: str) -> Element:
+    """The page's element tree. A page is parsed once, however many of the auditors and the
+    test read it: they only read the tree."""
     builder = _TreeBuilder()
     builder.feed(html)
     builder.close()
@@ -332,3 +340,12 @@ def foreign_markup_in_user_content(html: str) -> list[str]:
         for element in list(container.iter())[1:]:
             findings.append(f"markup inside {container.describe()}: {element.describe()}")
     return findings
+
+
+def assert_inert(html: str, *, admin: bool = False) -> Element:
+    """Nothing in the page would run, and user text holds no markup; returns the parsed page.
+    The admin draws its icons with inline <svg>, which our own pages never use."""
+    own_elements = frozenset({"svg"} if admin else ())
+    assert executable_markup(html, own_elements=own_elements) == []
+    assert foreign_markup_in_user_content(html) == []
+    return parse(html)

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (tests.test_browser's fixtures are imported, then named as arguments)
 """A process that streams as many replies as it may, as a person meets it in the browser: the
 message is refused at once, the reason shows under the composer, and the text typed stays."""
 
@@ -7,15 +6,10 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import Daphne
-from tests.test_browser import (  # noqa: F401  (fixtures)
+from tests.support.browser import (
     COUNTING_REPLY,
     REPLY_TIMEOUT_MS,
     SLOW_TOKEN_SECONDS,
-    browser,
-    chromium_path,
-    fake_model,
     screenshot,
     send,
     server_env,
@@ -23,8 +17,10 @@ from tests.test_browser import (  # noqa: F401  (fixtures)
     wait_for_status,
     wait_for_streaming_text,
 )
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import Daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
-# ruff: noqa: F811  (tests.test_browser's fixtures are imported, then named as arguments)
 """API tokens and the API as a person meets them: made in the browser, used by a script, and
 the open chat page following what the script does.
-
-Runs on tests.test_browser's live stack (daphne, Debian's chromium, the fake model).
 """
 
 import re
@@ -11,22 +8,11 @@ import httpx2
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.live import ARTIFACTS
-from tests.test_browser import (  # noqa: F401  (fixtures)
-    REPLY_TIMEOUT_MS,
-    browser,
-    chat_server,
-    chromium_path,
-    fake_model,
-    model,
-    new_page,
-    page,
-    screenshot,
-    sign_up,
-)
+from tests.support.browser import REPLY_TIMEOUT_MS, screenshot, sign_up
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.live import ARTIFACTS
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def create_token(page: Page, name: str) -> str:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (tests.test_browser's fixtures are imported, then named as arguments)
 """A page served from another port of the same host (another local web app beside a
 self-hosted chatsite) cannot open the signed-in user's websocket: the browser sends the
 user's cookie along, and the handshake is refused by its origin."""
@@ -11,21 +10,10 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import Page
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.test_browser import (  # noqa: F401  (fixtures)
-    browser,
-    chat_server,
-    chromium_path,
-    fake_model,
-    model,
-    new_page,
-    page,
-    send,
-    sign_up,
-    wait_for_status,
-)
+from tests.support.browser import send, sign_up, wait_for_status
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 # Opens the chat socket of `path` on the chat server `host`: what it got, once it has its first
 # frame, is refused or closed, or has stayed open and quiet for two seconds.

@@ -1,12 +1,8 @@
-"""Comfort in a real browser: the colour theme, keyboard shortcuts, the phone drawer, and the
-whole chat done with the keyboard alone.
+"""The keyboard in a real browser: the shortcuts and their list, the phone drawer, Escape closing
+what is open before it stops a reply, and the whole chat done with the keyboard alone.
 
-Reuses the live stack of tests/test_browser.py (daphne, the fake model, Debian's chromium).
 Once signed up, the keyboard tests act through `page.keyboard` only: no clicks, no fills.
 """
-
-# The fixtures of test_browser are imported by name, and test parameters take those names.
-# ruff: noqa: F811
 
 import re
 from collections.abc import Callable
@@ -14,33 +10,19 @@ from collections.abc import Callable
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.test_browser import (  # noqa: F401 (fixtures, used by name)
+from tests.support.browser import (
     COUNTING_REPLY,
     REPLY_TIMEOUT_MS,
     SLOW_TOKEN_SECONDS,
-    browser,
-    chat_server,
-    chromium_path,
-    fake_model,
     latest_reply,
-    model,
-    new_page,
-    page,
     screenshot,
     sign_up,
     wait_for_status,
     wait_for_streaming_text,
 )
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-LIGHT_BACKGROUND = "rgb(255, 255, 255)"
-DARK_BACKGROUND = "rgb(23, 24, 27)"  # --bg of the dark theme, #17181b
-
-
-def background(page: Page) -> str:
-    return page.evaluate("getComputedStyle(document.body).backgroundColor")
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def focused(page: Page) -> dict:
@@ -69,73 +51,6 @@ def tab_until(page: Page, matches: Callable[[dict], bool], *, backwards: bool = 
         if matches(now):
             return now
     pytest.fail("The keyboard never reached the element")
-
-
-# --------------------------------------------------------------------------- #
-# The colour theme
-# --------------------------------------------------------------------------- #
-
-
-def test_the_theme_switches_at_once_and_the_server_remembers_it(
-    browser: Browser, chat_server: str, model: FakeOpenAI
-) -> None:
-    context = browser.new_context(
-        base_url=chat_server, viewport={"width": 1100, "height": 800}, color_scheme="light"
-    )
-    page = context.new_page()
-    sign_up(page, "ada@example.com")
-    assert background(page) == LIGHT_BACKGROUND
-    expect(page.locator("html")).to_have_attribute("data-theme", "system")
-
-    with page.expect_response(re.compile(r"/theme/$")) as posted:
-        page.get_by_role("button", name="Dark").click()
-
-    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
-    assert background(page) == DARK_BACKGROUND
-    expect(page.get_by_role("button", name="Dark")).to_have_attribute("aria-pressed", "true")
-    screenshot(page, "comfort-dark")
-    assert posted.value.status == 204
-    # Remembered by the server: a new page is dark from its first byte, with no script.
-    response = page.goto("/usage/")
-    assert '<html lang="en" data-theme="dark">' in response.text()
-    assert background(page) == DARK_BACKGROUND
-
-    # "System" follows the device again, whichever it prefers.
-    page.get_by_role("button", name="System").click()
-    assert background(page) == LIGHT_BACKGROUND
-    page.emulate_media(color_scheme="dark")
-    assert background(page) == DARK_BACKGROUND
-    # "Light" wins over a dark device.
-    with page.expect_response(re.compile(r"/theme/$")):
-        page.get_by_role("button", name="Light").click()
-    assert background(page) == LIGHT_BACKGROUND
-    screenshot(page, "comfort-light-on-a-dark-device")
-    page.reload()
-    assert background(page) == LIGHT_BACKGROUND
-    context.close()
-
-
-def test_without_javascript_the_theme_is_a_form_that_comes_back(
-    browser: Browser, chat_server: str, model: FakeOpenAI
-) -> None:
-    context = browser.new_context(base_url=chat_server, color_scheme="light")
-    page = context.new_page()
-    sign_up(page, "grace@example.com")
-    cookies = context.cookies()
-    plain = browser.new_context(
-        base_url=chat_server, java_script_enabled=False, color_scheme="light"
-    )
-    plain.add_cookies(cookies)
-    page = plain.new_page()
-    page.goto("/usage/")
-
-    page.get_by_role("button", name="Dark").click()
-
-    expect(page).to_have_url(re.compile(r"/usage/$"))
-    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
-    assert background(page) == DARK_BACKGROUND
-    plain.close()
-    context.close()
 
 
 # --------------------------------------------------------------------------- #

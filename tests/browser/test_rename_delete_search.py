@@ -12,21 +12,10 @@ from playwright.sync_api import Page, expect
 
 from accounts.models import User
 from conversations.models import Conversation, Message
-from tests import test_browser as shared
-from tests.fake_openai import FakeOpenAI, Reply
-from tests.test_browser import PASSWORD, screenshot, send, sign_up, wait_for_status
+from tests.support.browser import PASSWORD, screenshot, send, sign_up, wait_for_status
+from tests.support.fake_openai import FakeOpenAI, Reply
 
-# The live stack of tests/test_browser.py: daphne over the test database, the fake model and
-# chromium, a fresh browser context per page.
-chromium_path = shared.chromium_path
-fake_model = shared.fake_model
-model = shared.model
-chat_server = shared.chat_server
-browser = shared.browser
-new_page = shared.new_page
-page = shared.page
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def sign_in(page: Page, email: str) -> None:
