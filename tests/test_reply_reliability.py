@@ -172,6 +172,13 @@ async def paused_while_streaming(alice, key: str, monkeypatch, seconds: float):
     reply = await conversation.messages.aget(role=Message.Role.ASSISTANT)
     await read_until(body, WORDS[0], received)
     paused = running.generations[reply.pk][0]
+
+    # A watcher that follows late is handed the text so far at once, before the generation
+    # counts it as published: wait until it does, so `published` is what the client has.
+    async def published_what_the_client_has() -> bool:
+        return paused.published >= len(WORDS[0])
+
+    await until(published_what_the_client_has)
     await writer.pause(paused, seconds)
     return writer, body, received, reply, paused
 
