@@ -147,6 +147,7 @@ async def _publish(generation: Generation) -> None:
     event = events.delta(generation.message_id, start, generation.text[start:end])
     for inbox in generation.inboxes:
         inbox.put_nowait(event)
+    generation.handed_out = max(generation.handed_out, end)
     if generation.channels:
         layer = get_channel_layer()
         for channel in list(generation.channels):
@@ -192,10 +193,12 @@ async def _control_loop(generation: Generation, channel: str) -> None:
             offset = max(0, int(event.get("offset", 0)))
             generation.channels.add(event["reply_channel"])
             try:
-                text = generation.text[offset : max(offset, generation.relayable())]
+                end = max(offset, generation.relayable())
+                text = generation.text[offset:end]
                 await layer.send(
                     event["reply_channel"], events.delta(generation.message_id, offset, text)
                 )
+                generation.handed_out = max(generation.handed_out, end)
             except Exception:
                 # A full or vanished watcher channel: that page will reconcile on its own.
                 logger.warning("Could not answer a follow of reply %s", generation.message_id)

@@ -61,6 +61,9 @@ class Generation:
     parts: list[str] = field(default_factory=list)
     length: int = 0
     published: int = 0
+    # The most of its text any watcher was handed: `published`, or more when a watcher that
+    # follows is handed the text so far at once.
+    handed_out: int = 0
     flushed: int = 0
     # When the reply was last written to the database (time.monotonic(), taken before the
     # write): its heartbeat, and the last moment it surely held its lease.
@@ -250,6 +253,7 @@ def follow_here(message_id: uuid.UUID, inbox: asyncio.Queue, offset: int) -> boo
     end = generation.relayable()
     if end > offset:
         inbox.put_nowait(events.delta(message_id, offset, generation.text[offset:end]))
+        generation.handed_out = max(generation.handed_out, end)
     return True
 
 
